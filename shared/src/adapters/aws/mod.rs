@@ -1,0 +1,4 @@
+//! AWS adapters: DynamoDB.
+
+pub mod store;
+pub mod table;

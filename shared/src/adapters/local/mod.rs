@@ -1,0 +1,5 @@
+//! Local adapters: the embedded store (redb).
+
+mod codec;
+mod eval;
+pub mod store;

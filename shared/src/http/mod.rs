@@ -1,0 +1,153 @@
+//! The HTTP surface, once: router, auth, problem+json errors, idempotency, cursors and
+//! the OpenAPI document. Served by functions/api in Lambda and by the runner locally.
+
+pub mod auth;
+pub mod extract;
+pub mod idempotency;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{delete, get, post};
+
+use crate::ports::store::Store;
+use crate::ratelimit::RateLimiter;
+use crate::secrets::Sealer;
+use crate::usecases::jobs;
+
+/// Inline request bodies are capped at 4 MB (API Gateway base64-encodes bodies and
+/// Lambda takes 6 MB).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// How jobs make progress: the runner drives them in background tasks; in Lambda, where
+/// nothing runs after the answer, each poll of the job advances it by a bounded slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobDriver {
+    Background,
+    OnPoll,
+}
+
+pub struct Config {
+    /// Guards `POST /v1/workspaces`; `None` disables it.
+    pub admin_token: Option<String>,
+    pub sealer: Sealer,
+    pub jobs: JobDriver,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub config: Config,
+    pub limiter: RateLimiter,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: Config, limiter: RateLimiter) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            config,
+            limiter,
+        }))
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.0.store.as_ref()
+    }
+
+    /// Lets a job make progress according to the driver.
+    pub fn drive_job(&self, ws: &str, job_id: &str) {
+        if self.config.jobs == JobDriver::Background {
+            tokio::spawn(drive_to_end(
+                self.0.store.clone(),
+                ws.to_string(),
+                job_id.to_string(),
+            ));
+        }
+    }
+}
+
+/// Runs a job to its end (the runner's background worker).
+pub async fn drive_to_end(store: Arc<dyn Store>, ws: String, job_id: String) {
+    loop {
+        match jobs::advance(store.as_ref(), &ws, &job_id, 10).await {
+            Ok(job) if job.status == jobs::JobStatus::Completed => return,
+            Ok(_) => tokio::task::yield_now().await,
+            Err(crate::error::AppError::NotFound) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, job_id, "job step failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    use routes::*;
+    let keyed = Router::new()
+        .route("/v1/workspace", get(get_workspace).patch(patch_workspace))
+        .route("/v1/workspace/data", delete(delete_workspace_data))
+        .route("/v1/jobs", get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/api-keys", get(list_api_keys).post(create_api_key))
+        .route("/v1/api-keys/{id}", get(get_api_key).delete(revoke_api_key))
+        .route("/v1/contacts", get(list_contacts).post(create_contact))
+        .route(
+            "/v1/contacts/{id}",
+            get(get_contact).patch(patch_contact).delete(delete_contact),
+        )
+        .route(
+            "/v1/contacts/by-email/{email}",
+            get(get_contact_by_email).put(upsert_contact_by_email),
+        )
+        .route(
+            "/v1/contacts/by-external-id/{external_id}",
+            get(get_contact_by_external_id),
+        )
+        .route("/v1/lists", get(list_lists).post(create_list))
+        .route(
+            "/v1/lists/{id}",
+            get(get_list).patch(patch_list).delete(delete_list),
+        )
+        .route(
+            "/v1/lists/{id}/members",
+            get(list_members).post(add_members),
+        )
+        .route("/v1/lists/{id}/members/remove", post(remove_members))
+        .route(
+            "/v1/suppressions",
+            get(list_suppressions).post(add_suppression),
+        )
+        .route(
+            "/v1/suppressions/{email}",
+            get(get_suppression).delete(remove_suppression),
+        )
+        .layer(from_fn_with_state(state.clone(), idempotency::middleware))
+        .layer(from_fn_with_state(state.clone(), auth::api_key));
+    let admin = Router::new()
+        .route("/v1/workspaces", post(create_workspace))
+        .layer(from_fn_with_state(state.clone(), idempotency::middleware))
+        .layer(from_fn_with_state(state.clone(), auth::admin));
+    Router::new()
+        .merge(keyed)
+        .merge(admin)
+        .route("/openapi.json", get(openapi::serve))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,144 @@
+//! The OpenAPI 3.1 document, generated from the route annotations. Every operation
+//! gets the bearer security requirement (unless it says `security(())`) and the
+//! problem+json answers any route can give.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use super::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Mailpilot API", version = "1", description = "Email automation: contacts, lists, suppression and (soon) sending."),
+    paths(
+        routes::health, serve,
+        routes::create_workspace, routes::get_workspace, routes::patch_workspace, routes::delete_workspace_data,
+        routes::list_jobs, routes::get_job,
+        routes::create_api_key, routes::list_api_keys, routes::get_api_key, routes::revoke_api_key,
+        routes::create_contact, routes::list_contacts, routes::get_contact, routes::patch_contact, routes::delete_contact,
+        routes::get_contact_by_email, routes::upsert_contact_by_email, routes::get_contact_by_external_id,
+        routes::create_list, routes::list_lists, routes::get_list, routes::patch_list, routes::delete_list,
+        routes::list_members, routes::add_members, routes::remove_members,
+        routes::add_suppression, routes::list_suppressions, routes::get_suppression, routes::remove_suppression,
+    ),
+    components(schemas(super::problem::Problem)),
+    modifiers(&Conventions)
+)]
+pub struct ApiDoc;
+
+struct Conventions;
+
+/// Error answers every authenticated operation can give.
+const KEYED_ERRORS: [(&str, &str); 7] = [
+    (
+        "400",
+        "The request could not be read (bad JSON, parameter or header)",
+    ),
+    ("401", "No valid API key"),
+    ("403", "The key's scope does not allow this call"),
+    ("404", "No such resource in this workspace"),
+    ("413", "The request or the resource is too large"),
+    (
+        "422",
+        "A value is not acceptable, or an Idempotency-Key was reused with another request",
+    ),
+    ("429", "Rate limit exceeded; see Retry-After"),
+];
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (or, for POST /v1/workspaces, the admin token)",
+                    ))
+                    .build(),
+            ),
+        );
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add_conventions(op);
+            }
+        }
+    }
+}
+
+fn add_conventions(op: &mut Operation) {
+    let public = op
+        .security
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.iter().all(is_empty_requirement));
+    if public {
+        op.security = Some(vec![]);
+        return;
+    }
+    op.security = Some(vec![SecurityRequirement::new(
+        "bearer",
+        Vec::<String>::new(),
+    )]);
+    let mut errors: Vec<(&str, &str)> = KEYED_ERRORS.to_vec();
+    if op.request_body.is_some()
+        || op
+            .operation_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("create") || id.starts_with("add"))
+    {
+        errors.push((
+            "409",
+            "Conflict: a unique field is taken, or the same Idempotency-Key is in progress",
+        ));
+    }
+    errors.push(("503", "The store is busy or unavailable; retry later"));
+    for (code, description) in errors {
+        op.responses
+            .responses
+            .entry(code.to_string())
+            .or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .build()
+                    .into()
+            });
+    }
+}
+
+fn is_empty_requirement(r: &SecurityRequirement) -> bool {
+    serde_json::to_value(r).is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+}
+
+/// The document as JSON, built once.
+pub fn json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()))
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", security(()), responses((status = 200, description = "This document")))]
+pub async fn serve() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], json())
+}

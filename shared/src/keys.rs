@@ -1,0 +1,54 @@
+//! The single-table key design. Every workspace item's partition key starts with
+//! `ws#<workspace id>#`; the few global lookups are pointer items that hold only ids.
+//! The table in docs/storage.md lists every access pattern these keys serve.
+
+/// Partition-key families of one workspace. `ALL_STATIC` is the registry the
+/// delete-workspace job walks; per-entity partitions are found from their parents
+/// (`list#<id>` from `lists`, `contact#<id>#lists` from `contacts`).
+pub fn ws(ws: &str, family: &str) -> String {
+    format!("ws#{ws}#{family}")
+}
+
+/// The workspace record (never hot: read at most once per request).
+pub fn workspace(ws_id: &str) -> (String, String) {
+    (ws(ws_id, "meta"), "workspace".into())
+}
+
+/// Global pointer: API key hash → workspace, key id, scope.
+pub fn api_key_pointer(hash_hex: &str) -> (String, String) {
+    (format!("apikey#{hash_hex}"), "apikey".into())
+}
+
+pub const API_KEYS: &str = "apikeys";
+pub const CONTACTS: &str = "contacts";
+pub const EMAILS: &str = "emails";
+pub const EXTERNAL_IDS: &str = "extids";
+pub const SUPPRESSIONS: &str = "suppressions";
+pub const LISTS: &str = "lists";
+pub const JOBS: &str = "jobs";
+pub const IDEMPOTENCY: &str = "idem";
+
+/// Members of one list: sort key = contact id.
+pub fn list_members(ws_id: &str, list_id: &str) -> String {
+    ws(ws_id, &format!("list#{list_id}"))
+}
+
+/// The lists one contact belongs to: sort key = list id.
+pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
+    ws(ws_id, &format!("contact#{contact_id}#lists"))
+}
+
+/// Workspace partitions whose items the delete-workspace job removes, in order
+/// (children before the parents they are found from).
+pub const DELETABLE_FAMILIES: [&str; 7] = [
+    LISTS,
+    CONTACTS,
+    EMAILS,
+    EXTERNAL_IDS,
+    SUPPRESSIONS,
+    IDEMPOTENCY,
+    JOBS,
+];
+
+/// Global partition of idempotency records for admin calls (no workspace yet).
+pub const ADMIN_IDEMPOTENCY: &str = "admin#idem";

@@ -1,0 +1,12 @@
+//! The pure model: domain types that parse their input, and the rules over them.
+//! No I/O, no async, no AWS types.
+
+pub mod contact;
+pub mod email;
+pub mod ids;
+pub mod scope;
+
+pub use contact::{Consent, ContactStatus, Locale, SuppressionReason, TimeZone};
+pub use email::{EmailAddress, EmailError};
+pub use ids::Id;
+pub use scope::Scope;

@@ -1,0 +1,3 @@
+//! Ports: the small capability traits the use cases talk through.
+
+pub mod store;

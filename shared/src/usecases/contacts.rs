@@ -1,0 +1,633 @@
+//! Contacts: create (email unique per workspace through an email item written in the
+//! same transaction), upsert by email, read by id / email / external id, patch, delete,
+//! and list with filters. A contact's status is derived from its suppression item.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use utoipa::ToSchema;
+
+use super::{Paged, from_item, suppressions, to_item};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::keys;
+use crate::model::{Consent, ContactStatus, EmailAddress, Id, Locale, TimeZone};
+use crate::ports::store::{
+    Cond, Item, ItemExt, Key, Query, Store, StoreError, TxAction, Value, limits,
+};
+
+/// A contact as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactRecord {
+    pub id: String,
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Consent>,
+    /// Free attributes, any JSON value, stored as a JSON string so numbers, nulls and
+    /// nesting come back exactly as they went in.
+    #[serde(default)]
+    pub attributes: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Optimistic concurrency: every change is conditional on the version it read.
+    pub version: i64,
+}
+
+/// A contact as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Contact {
+    pub id: String,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// IANA time zone name.
+    pub time_zone: Option<String>,
+    /// BCP 47 language tag.
+    pub locale: Option<String>,
+    /// The contact's id in the customer's own system (unique when set).
+    pub external_id: Option<String>,
+    pub consent: Option<Consent>,
+    #[schema(value_type = Object)]
+    pub attributes: Map<String, Json>,
+    /// Derived from the suppression list: `active` unless the address is suppressed.
+    pub status: ContactStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /v1/contacts` and `PUT /v1/contacts/by-email/{email}` body; on PATCH every
+/// field is optional and `null` clears it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ContactInput {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub first_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub last_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub time_zone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub locale: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub external_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<Consent>)]
+    pub consent: Option<Option<Consent>>,
+    /// Merged into the contact's attributes; a `null` value removes that attribute.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<Map<String, Json>>,
+}
+
+/// Filters for listing contacts.
+#[derive(Debug, Default, Clone)]
+pub struct ContactFilter {
+    pub list_id: Option<String>,
+    pub status: Option<ContactStatus>,
+}
+
+const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
+const MAX_ATTRIBUTE_DEPTH: usize = 16;
+
+fn contacts_pk(ws: &str) -> String {
+    keys::ws(ws, keys::CONTACTS)
+}
+fn email_key(ws: &str, email: &str) -> Key {
+    Key::new(keys::ws(ws, keys::EMAILS), email)
+}
+fn external_id_key(ws: &str, ext: &str) -> Key {
+    Key::new(keys::ws(ws, keys::EXTERNAL_IDS), ext)
+}
+
+fn text_field(field: &str, v: &str, max: usize, errors: &mut Vec<FieldError>) -> Option<String> {
+    let t = v.trim();
+    if t.is_empty() || t.chars().count() > max || t.chars().any(|c| c.is_control()) {
+        errors.push(FieldError::new(
+            field,
+            format!("must be 1 to {max} printable characters"),
+        ));
+        None
+    } else {
+        Some(t.to_string())
+    }
+}
+
+fn depth(v: &Json) -> usize {
+    match v {
+        Json::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Json::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Applies an input to a record (new or existing), collecting every field error.
+fn apply(rec: &mut ContactRecord, input: &ContactInput, errors: &mut Vec<FieldError>) {
+    if let Some(email) = &input.email {
+        match EmailAddress::parse(email) {
+            Ok(e) => rec.email = e.as_str().to_string(),
+            Err(reason) => errors.push(FieldError::new("/email", format!("{email:?} {reason}"))),
+        }
+    }
+    let mut set = |field: &str,
+                   slot: &mut Option<String>,
+                   v: &Option<Option<String>>,
+                   parse: &dyn Fn(&str) -> Result<String, String>| {
+        match v {
+            Some(Some(s)) => match parse(s) {
+                Ok(p) => *slot = Some(p),
+                Err(r) => errors.push(FieldError::new(format!("/{field}"), r)),
+            },
+            Some(None) => *slot = None,
+            None => {}
+        }
+    };
+    let name = |s: &str| -> Result<String, String> {
+        let mut e = vec![];
+        text_field("", s, 200, &mut e).ok_or_else(|| "must be 1 to 200 printable characters".into())
+    };
+    set("first_name", &mut rec.first_name, &input.first_name, &name);
+    set("last_name", &mut rec.last_name, &input.last_name, &name);
+    set("time_zone", &mut rec.time_zone, &input.time_zone, &|s| {
+        TimeZone::parse(s)
+            .map(|t| t.as_str().to_string())
+            .map_err(String::from)
+    });
+    set("locale", &mut rec.locale, &input.locale, &|s| {
+        Locale::parse(s)
+            .map(|l| l.as_str().to_string())
+            .map_err(String::from)
+    });
+    set(
+        "external_id",
+        &mut rec.external_id,
+        &input.external_id,
+        &|s| {
+            let t = s.trim();
+            if t.is_empty() || t.len() > 256 || t.chars().any(|c| c.is_control()) {
+                Err("must be 1 to 256 bytes of printable characters".into())
+            } else {
+                Ok(t.to_string())
+            }
+        },
+    );
+    match &input.consent {
+        Some(Some(c)) => {
+            if c.source.trim().is_empty() || c.source.len() > 200 {
+                errors.push(FieldError::new(
+                    "/consent/source",
+                    "must be 1 to 200 characters",
+                ));
+            } else {
+                rec.consent = Some(c.clone());
+            }
+        }
+        Some(None) => rec.consent = None,
+        None => {}
+    }
+    if let Some(attrs) = &input.attributes {
+        let mut current: Map<String, Json> =
+            serde_json::from_str(&rec.attributes).unwrap_or_default();
+        for (k, v) in attrs {
+            if k.is_empty() || k.len() > 128 {
+                errors.push(FieldError::new(
+                    format!("/attributes/{}", pointer_escape(k)),
+                    "names must be 1 to 128 bytes",
+                ));
+            } else if depth(v) > MAX_ATTRIBUTE_DEPTH {
+                errors.push(FieldError::new(
+                    format!("/attributes/{}", pointer_escape(k)),
+                    "nests deeper than 16 levels",
+                ));
+            } else if v.is_null() {
+                current.remove(k);
+            } else {
+                current.insert(k.clone(), v.clone());
+            }
+        }
+        let encoded = Json::Object(current).to_string();
+        if encoded.len() > MAX_ATTRIBUTES_BYTES {
+            errors.push(FieldError::new(
+                "/attributes",
+                "are larger than 64 KB in all",
+            ));
+        } else {
+            rec.attributes = encoded;
+        }
+    }
+}
+
+fn pointer_escape(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+fn view(rec: ContactRecord, status: ContactStatus) -> Contact {
+    Contact {
+        attributes: serde_json::from_str(&rec.attributes).unwrap_or_default(),
+        id: rec.id,
+        email: rec.email,
+        first_name: rec.first_name,
+        last_name: rec.last_name,
+        time_zone: rec.time_zone,
+        locale: rec.locale,
+        external_id: rec.external_id,
+        consent: rec.consent,
+        status,
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+    }
+}
+
+async fn with_status(store: &dyn Store, ws: &str, rec: ContactRecord) -> AppResult<Contact> {
+    let reason = suppressions::reason_for(store, ws, &rec.email).await?;
+    Ok(view(rec, ContactStatus::from_suppression(reason)))
+}
+
+/// Creates a contact; a duplicate email or external id is a 409 naming the field.
+pub async fn create(store: &dyn Store, ws: &str, input: ContactInput) -> AppResult<Contact> {
+    let now = Utc::now();
+    let mut rec = ContactRecord {
+        id: Id::generate(Id::CONTACT),
+        email: String::new(),
+        first_name: None,
+        last_name: None,
+        time_zone: None,
+        locale: None,
+        external_id: None,
+        consent: None,
+        attributes: "{}".into(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    let mut errors = vec![];
+    if input.email.is_none() {
+        errors.push(FieldError::new("/email", "is required"));
+    }
+    apply(&mut rec, &input, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let mut actions = vec![
+        TxAction::Put {
+            item: to_item(&contacts_pk(ws), &rec.id, &rec)?,
+            cond: Some(Cond::ItemNotExists),
+        },
+        TxAction::Put {
+            item: pointer_item(&email_key(ws, &rec.email), &rec.id),
+            cond: Some(Cond::ItemNotExists),
+        },
+    ];
+    if let Some(ext) = &rec.external_id {
+        actions.push(TxAction::Put {
+            item: pointer_item(&external_id_key(ws, ext), &rec.id),
+            cond: Some(Cond::ItemNotExists),
+        });
+    }
+    match store.transact(actions).await {
+        Ok(()) => with_status(store, ws, rec).await,
+        Err(StoreError::TransactionCanceled { failed }) if failed.get(1) == Some(&true) => Err(
+            AppError::conflict("/email", "a contact with this email already exists"),
+        ),
+        Err(StoreError::TransactionCanceled { failed }) if failed.get(2) == Some(&true) => {
+            Err(AppError::conflict(
+                "/external_id",
+                "a contact with this external_id already exists",
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn pointer_item(key: &Key, contact_id: &str) -> Item {
+    HashMap::from([
+        ("pk".to_string(), Value::S(key.pk.clone())),
+        ("sk".to_string(), Value::S(key.sk.clone())),
+        ("contact_id".to_string(), Value::S(contact_id.to_string())),
+    ])
+}
+
+async fn record(store: &dyn Store, ws: &str, id: &str) -> AppResult<Option<ContactRecord>> {
+    if !Id::is_valid(Id::CONTACT, id) {
+        return Ok(None);
+    }
+    match store.get(&Key::new(contacts_pk(ws), id)).await? {
+        Some(item) => Ok(Some(from_item(item)?)),
+        None => Ok(None),
+    }
+}
+
+async fn id_by_pointer(store: &dyn Store, key: &Key) -> AppResult<Option<String>> {
+    Ok(store
+        .get(key)
+        .await?
+        .and_then(|i| i.str_attr("contact_id").map(str::to_string)))
+}
+
+pub async fn get(store: &dyn Store, ws: &str, id: &str) -> AppResult<Contact> {
+    let rec = record(store, ws, id).await?.ok_or(AppError::NotFound)?;
+    with_status(store, ws, rec).await
+}
+
+/// The contact id for an email, if a contact has it.
+pub async fn id_by_email(
+    store: &dyn Store,
+    ws: &str,
+    email: &EmailAddress,
+) -> AppResult<Option<String>> {
+    id_by_pointer(store, &email_key(ws, email.as_str())).await
+}
+
+pub async fn get_by_email(store: &dyn Store, ws: &str, email: &str) -> AppResult<Contact> {
+    let email = EmailAddress::parse(email).map_err(|_| AppError::NotFound)?;
+    let id = id_by_email(store, ws, &email)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    get(store, ws, &id).await
+}
+
+pub async fn get_by_external_id(store: &dyn Store, ws: &str, ext: &str) -> AppResult<Contact> {
+    let id = id_by_pointer(store, &external_id_key(ws, ext.trim()))
+        .await?
+        .ok_or(AppError::NotFound)?;
+    get(store, ws, &id).await
+}
+
+/// Patches a contact. Changing the email or external id moves their unique items in
+/// the same transaction, conditional on the version read.
+pub async fn patch(
+    store: &dyn Store,
+    ws: &str,
+    id: &str,
+    input: ContactInput,
+) -> AppResult<Contact> {
+    for _ in 0..5 {
+        let old = record(store, ws, id).await?.ok_or(AppError::NotFound)?;
+        let mut rec = old.clone();
+        let mut errors = vec![];
+        apply(&mut rec, &input, &mut errors);
+        if !errors.is_empty() {
+            return Err(AppError::Invalid(errors));
+        }
+        rec.version = old.version + 1;
+        rec.updated_at = Utc::now();
+        let mut actions = vec![TxAction::Put {
+            item: to_item(&contacts_pk(ws), &rec.id, &rec)?,
+            cond: Some(Cond::eq("version", Value::N(old.version.to_string()))),
+        }];
+        let email_moved = rec.email != old.email;
+        if email_moved {
+            actions.push(TxAction::Put {
+                item: pointer_item(&email_key(ws, &rec.email), &rec.id),
+                cond: Some(Cond::ItemNotExists),
+            });
+            actions.push(TxAction::Delete {
+                key: email_key(ws, &old.email),
+                cond: None,
+            });
+        }
+        let ext_at = actions.len();
+        if rec.external_id != old.external_id {
+            if let Some(ext) = &rec.external_id {
+                actions.push(TxAction::Put {
+                    item: pointer_item(&external_id_key(ws, ext), &rec.id),
+                    cond: Some(Cond::ItemNotExists),
+                });
+            }
+            if let Some(ext) = &old.external_id {
+                actions.push(TxAction::Delete {
+                    key: external_id_key(ws, ext),
+                    cond: None,
+                });
+            }
+        }
+        match store.transact(actions).await {
+            Ok(()) => return with_status(store, ws, rec).await,
+            Err(StoreError::TransactionCanceled { failed }) => {
+                if email_moved && failed.get(1) == Some(&true) {
+                    return Err(AppError::conflict(
+                        "/email",
+                        "a contact with this email already exists",
+                    ));
+                }
+                if failed.get(ext_at) == Some(&true) {
+                    return Err(AppError::conflict(
+                        "/external_id",
+                        "a contact with this external_id already exists",
+                    ));
+                }
+                // Someone else changed the contact (version moved): read again.
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AppError::Store(StoreError::Throttled))
+}
+
+/// Creates or updates the contact with this email. Returns the contact and whether it
+/// was created.
+pub async fn upsert_by_email(
+    store: &dyn Store,
+    ws: &str,
+    email: &str,
+    mut input: ContactInput,
+) -> AppResult<(Contact, bool)> {
+    let parsed = EmailAddress::parse(email)
+        .map_err(|reason| AppError::invalid("email", format!("{email:?} {reason}")))?;
+    if let Some(body_email) = &input.email
+        && EmailAddress::parse(body_email).ok().as_ref() != Some(&parsed)
+    {
+        return Err(AppError::invalid(
+            "/email",
+            "must match the email in the path",
+        ));
+    }
+    input.email = Some(parsed.as_str().to_string());
+    for _ in 0..5 {
+        if let Some(id) = id_by_email(store, ws, &parsed).await? {
+            match patch(
+                store,
+                ws,
+                &id,
+                ContactInput {
+                    email: None,
+                    ..clone_input(&input)
+                },
+            )
+            .await
+            {
+                Err(AppError::NotFound) => continue,
+                other => return other.map(|c| (c, false)),
+            }
+        }
+        match create(store, ws, clone_input(&input)).await {
+            Err(AppError::Conflict { errors, .. })
+                if errors.iter().any(|e| e.field == "/email") =>
+            {
+                continue;
+            }
+            other => return other.map(|c| (c, true)),
+        }
+    }
+    Err(AppError::Store(StoreError::Throttled))
+}
+
+fn clone_input(i: &ContactInput) -> ContactInput {
+    ContactInput {
+        email: i.email.clone(),
+        first_name: i.first_name.clone(),
+        last_name: i.last_name.clone(),
+        time_zone: i.time_zone.clone(),
+        locale: i.locale.clone(),
+        external_id: i.external_id.clone(),
+        consent: i.consent.clone(),
+        attributes: i.attributes.clone(),
+    }
+}
+
+/// Deletes a contact, its unique items and its list memberships. Its suppression
+/// item stays: a suppressed address stays suppressed if it comes back.
+pub async fn delete(store: &dyn Store, ws: &str, id: &str) -> AppResult<()> {
+    let rec = record(store, ws, id).await?.ok_or(AppError::NotFound)?;
+    super::lists::remove_contact_from_all_lists(store, ws, id).await?;
+    let mut actions = vec![
+        TxAction::Delete {
+            key: Key::new(contacts_pk(ws), id),
+            cond: Some(Cond::ItemExists),
+        },
+        TxAction::Delete {
+            key: email_key(ws, &rec.email),
+            cond: Some(Cond::eq("contact_id", Value::S(id.into()))),
+        },
+    ];
+    if let Some(ext) = &rec.external_id {
+        actions.push(TxAction::Delete {
+            key: external_id_key(ws, ext),
+            cond: Some(Cond::eq("contact_id", Value::S(id.into()))),
+        });
+    }
+    match store.transact(actions).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::TransactionCanceled { failed }) if failed.first() == Some(&true) => {
+            Err(AppError::NotFound)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads contacts by id (any number), in no particular order; missing ones are left out.
+pub async fn records_by_ids(
+    store: &dyn Store,
+    ws: &str,
+    ids: &[String],
+) -> AppResult<Vec<ContactRecord>> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut unique: Vec<String> = ids.to_vec();
+    unique.sort();
+    unique.dedup();
+    for chunk in unique.chunks(limits::MAX_BATCH_GET) {
+        let keys: Vec<Key> = chunk
+            .iter()
+            .map(|id| Key::new(contacts_pk(ws), id))
+            .collect();
+        for item in store.batch_get(&keys).await? {
+            out.push(from_item(item)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Lists contacts: all of them, or a list's members; optionally only those with a
+/// status. A status filter reads on (a bounded number of pages) until the page is full.
+pub async fn list(
+    store: &dyn Store,
+    ws: &str,
+    filter: &ContactFilter,
+    limit: usize,
+    mut cursor: Option<String>,
+) -> AppResult<Paged<Contact>> {
+    if let Some(list_id) = &filter.list_id {
+        super::lists::get(store, ws, list_id).await?;
+    }
+    let mut data = Vec::new();
+    for _ in 0..20 {
+        let want = limit - data.len();
+        let (records, next) = match &filter.list_id {
+            Some(list_id) => {
+                let page = store
+                    .query(
+                        Query::partition(keys::list_members(ws, list_id))
+                            .limit(want)
+                            .cursor(cursor.take()),
+                    )
+                    .await?;
+                let ids: Vec<String> = page
+                    .items
+                    .iter()
+                    .filter_map(|i| i.str_attr("sk").map(str::to_string))
+                    .collect();
+                let mut recs = records_by_ids(store, ws, &ids).await?;
+                let order: HashMap<&String, usize> =
+                    ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+                recs.sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+                (recs, page.cursor)
+            }
+            None => {
+                let page = store
+                    .query(
+                        Query::partition(contacts_pk(ws))
+                            .limit(want)
+                            .cursor(cursor.take()),
+                    )
+                    .await?;
+                let recs = page
+                    .items
+                    .into_iter()
+                    .map(from_item)
+                    .collect::<AppResult<Vec<ContactRecord>>>()?;
+                (recs, page.cursor)
+            }
+        };
+        let emails: Vec<String> = records.iter().map(|r| r.email.clone()).collect();
+        let reasons = suppressions::reasons_for(store, ws, &emails).await?;
+        for rec in records {
+            let status = ContactStatus::from_suppression(reasons.get(&rec.email).copied());
+            if filter.status.is_none_or(|s| s == status) {
+                data.push(view(rec, status));
+            }
+        }
+        cursor = next;
+        if data.len() >= limit || cursor.is_none() {
+            break;
+        }
+    }
+    Ok(Paged {
+        data,
+        next_cursor: cursor,
+    })
+}
+
+/// Updates nothing but proves the contact exists (for membership writes).
+pub fn exists_check(ws: &str, id: &str) -> TxAction {
+    TxAction::Check {
+        key: Key::new(contacts_pk(ws), id),
+        cond: Cond::ItemExists,
+    }
+}

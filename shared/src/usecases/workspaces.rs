@@ -1,0 +1,374 @@
+//! Workspaces and API keys: create a workspace with its first key, keep its sending
+//! identity, issue, list and revoke scoped keys, and authenticate a request's key.
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::{Paged, from_item, to_item};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::keys;
+use crate::model::{Id, Scope};
+use crate::ports::store::{Cond, Key, Query, Store, TxAction, Update, Value};
+
+/// A workspace: a tenant, with the identity its mail is sent under.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    /// Company name printed in every mail's footer (CAN-SPAM).
+    #[serde(default)]
+    pub company_name: Option<String>,
+    /// Postal address printed in every mail's footer (CAN-SPAM).
+    #[serde(default)]
+    pub postal_address: Option<String>,
+    /// Base URL for tracking and unsubscribe links; the platform's default when unset.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /v1/workspaces` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateWorkspace {
+    /// 1 to 200 characters.
+    pub name: String,
+}
+
+/// `PATCH /v1/workspace` body: only the fields present change.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct WorkspacePatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub company_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub postal_address: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub public_url: Option<Option<String>>,
+}
+
+/// Answer to workspace creation: the only time the key is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedWorkspace {
+    pub workspace_id: String,
+    pub api_key: String,
+}
+
+/// An API key as stored (the secret itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub scope: Scope,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    #[schema(ignore)]
+    pub hash: String,
+}
+
+/// `POST /v1/api-keys` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateApiKey {
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// A new API key: `key` is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub id: String,
+    pub name: String,
+    pub scope: Scope,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub key: String,
+}
+
+/// Who is calling: resolved from the bearer key.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub workspace_id: String,
+    pub key_id: String,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyPointer {
+    workspace_id: String,
+    key_id: String,
+    scope: Scope,
+}
+
+pub fn hash_key(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("mp_{}", hex::encode(bytes))
+}
+
+fn check_name(field: &str, name: &str, errors: &mut Vec<FieldError>) {
+    let len = name.trim().chars().count();
+    if len == 0 || len > 200 {
+        errors.push(FieldError::new(field, "must be 1 to 200 characters"));
+    }
+}
+
+fn check_public_url(url: &str) -> Result<String, &'static str> {
+    let url = url.trim().trim_end_matches('/');
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= 2000
+        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty())
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(url.to_string())
+    } else {
+        Err("must be an http(s) URL")
+    }
+}
+
+fn key_record_actions(
+    ws_id: &str,
+    name: &str,
+    scope: Scope,
+) -> AppResult<(CreatedApiKey, Vec<TxAction>)> {
+    let secret = new_secret();
+    let hash = hash_key(&secret);
+    let now = Utc::now();
+    let key = ApiKey {
+        id: Id::generate(Id::API_KEY),
+        name: name.trim().to_string(),
+        scope,
+        prefix: secret.chars().take(10).collect(),
+        created_at: now,
+        revoked_at: None,
+        hash: hash.clone(),
+    };
+    let (ppk, psk) = keys::api_key_pointer(&hash);
+    let pointer = KeyPointer {
+        workspace_id: ws_id.to_string(),
+        key_id: key.id.clone(),
+        scope,
+    };
+    let actions = vec![
+        TxAction::Put {
+            item: to_item(&keys::ws(ws_id, keys::API_KEYS), &key.id, &key)?,
+            cond: Some(Cond::ItemNotExists),
+        },
+        TxAction::Put {
+            item: to_item(&ppk, &psk, &pointer)?,
+            cond: Some(Cond::ItemNotExists),
+        },
+    ];
+    let created = CreatedApiKey {
+        id: key.id,
+        name: key.name,
+        scope,
+        prefix: key.prefix,
+        created_at: now,
+        key: secret,
+    };
+    Ok((created, actions))
+}
+
+/// Creates a workspace and its first `full` key, in one transaction.
+pub async fn create_workspace(
+    store: &dyn Store,
+    input: CreateWorkspace,
+) -> AppResult<CreatedWorkspace> {
+    let mut errors = vec![];
+    check_name("/name", &input.name, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let now = Utc::now();
+    let ws = Workspace {
+        id: Id::generate(Id::WORKSPACE),
+        name: input.name.trim().to_string(),
+        company_name: None,
+        postal_address: None,
+        public_url: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let (pk, sk) = keys::workspace(&ws.id);
+    let (key, mut actions) = key_record_actions(&ws.id, "default", Scope::Full)?;
+    actions.push(TxAction::Put {
+        item: to_item(&pk, &sk, &ws)?,
+        cond: Some(Cond::ItemNotExists),
+    });
+    store.transact(actions).await?;
+    Ok(CreatedWorkspace {
+        workspace_id: ws.id,
+        api_key: key.key,
+    })
+}
+
+pub async fn get_workspace(store: &dyn Store, ws_id: &str) -> AppResult<Workspace> {
+    let (pk, sk) = keys::workspace(ws_id);
+    let item = store
+        .get(&Key::new(pk, sk))
+        .await?
+        .ok_or(AppError::NotFound)?;
+    from_item(item)
+}
+
+pub async fn patch_workspace(
+    store: &dyn Store,
+    ws_id: &str,
+    patch: WorkspacePatch,
+) -> AppResult<Workspace> {
+    let mut errors = vec![];
+    let mut update = Update::new().set("updated_at", Value::S(Utc::now().to_rfc3339()));
+    if let Some(name) = &patch.name {
+        check_name("/name", name, &mut errors);
+        update = update.set("name", Value::S(name.trim().to_string()));
+    }
+    for (field, value) in [
+        ("company_name", &patch.company_name),
+        ("postal_address", &patch.postal_address),
+    ] {
+        match value {
+            Some(Some(v)) if v.trim().is_empty() || v.len() > 1000 => errors.push(FieldError::new(
+                format!("/{field}"),
+                "must be 1 to 1000 characters",
+            )),
+            Some(Some(v)) => update = update.set(field, Value::S(v.trim().to_string())),
+            Some(None) => update = update.remove(field),
+            None => {}
+        }
+    }
+    match &patch.public_url {
+        Some(Some(url)) => match check_public_url(url) {
+            Ok(url) => update = update.set("public_url", Value::S(url)),
+            Err(reason) => errors.push(FieldError::new("/public_url", reason)),
+        },
+        Some(None) => update = update.remove("public_url"),
+        None => {}
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let (pk, sk) = keys::workspace(ws_id);
+    let item = store
+        .update(&Key::new(pk, sk), update, Some(Cond::ItemExists))
+        .await
+        .map_err(|e| {
+            if e.is_condition_failed() {
+                AppError::NotFound
+            } else {
+                e.into()
+            }
+        })?;
+    from_item(item)
+}
+
+pub async fn create_api_key(
+    store: &dyn Store,
+    ws_id: &str,
+    input: CreateApiKey,
+) -> AppResult<CreatedApiKey> {
+    let mut errors = vec![];
+    check_name("/name", &input.name, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let (created, actions) = key_record_actions(ws_id, &input.name, input.scope)?;
+    store.transact(actions).await?;
+    Ok(created)
+}
+
+pub async fn list_api_keys(
+    store: &dyn Store,
+    ws_id: &str,
+    limit: usize,
+    cursor: Option<String>,
+) -> AppResult<Paged<ApiKey>> {
+    let page = store
+        .query(
+            Query::partition(keys::ws(ws_id, keys::API_KEYS))
+                .limit(limit)
+                .cursor(cursor),
+        )
+        .await?;
+    let data = page
+        .items
+        .into_iter()
+        .map(|i| from_item::<ApiKey>(i).map(without_hash))
+        .collect::<AppResult<_>>()?;
+    Ok(Paged {
+        data,
+        next_cursor: page.cursor,
+    })
+}
+
+fn without_hash(mut k: ApiKey) -> ApiKey {
+    k.hash.clear();
+    k
+}
+
+async fn get_key_record(store: &dyn Store, ws_id: &str, key_id: &str) -> AppResult<ApiKey> {
+    if !Id::is_valid(Id::API_KEY, key_id) {
+        return Err(AppError::NotFound);
+    }
+    let item = store
+        .get(&Key::new(keys::ws(ws_id, keys::API_KEYS), key_id))
+        .await?
+        .ok_or(AppError::NotFound)?;
+    from_item(item)
+}
+
+pub async fn get_api_key(store: &dyn Store, ws_id: &str, key_id: &str) -> AppResult<ApiKey> {
+    get_key_record(store, ws_id, key_id).await.map(without_hash)
+}
+
+/// Revokes a key: its pointer goes (so it stops authenticating at once) and its record
+/// keeps `revoked_at` for the audit trail. Revoking twice is fine.
+pub async fn revoke_api_key(store: &dyn Store, ws_id: &str, key_id: &str) -> AppResult<()> {
+    let key = get_key_record(store, ws_id, key_id).await?;
+    if key.revoked_at.is_some() {
+        return Ok(());
+    }
+    let (ppk, psk) = keys::api_key_pointer(&key.hash);
+    store
+        .transact(vec![
+            TxAction::Update {
+                key: Key::new(keys::ws(ws_id, keys::API_KEYS), key_id),
+                update: Update::new().set("revoked_at", Value::S(Utc::now().to_rfc3339())),
+                cond: Some(Cond::ItemExists),
+            },
+            TxAction::Delete {
+                key: Key::new(ppk, psk),
+                cond: None,
+            },
+        ])
+        .await?;
+    Ok(())
+}
+
+/// Resolves a bearer key to its workspace and scope; `None` when unknown or revoked.
+pub async fn authenticate(store: &dyn Store, secret: &str) -> AppResult<Option<Principal>> {
+    let (pk, sk) = keys::api_key_pointer(&hash_key(secret));
+    let Some(item) = store.get(&Key::new(pk, sk)).await? else {
+        return Ok(None);
+    };
+    let p: KeyPointer = from_item(item)?;
+    Ok(Some(Principal {
+        workspace_id: p.workspace_id,
+        key_id: p.key_id,
+        scope: p.scope,
+    }))
+}

@@ -1,0 +1,38 @@
+//! AWS test plumbing: a DynamoDB client for the local emulator.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+
+/// The environment variable that names the DynamoDB emulator's endpoint, e.g.
+/// `http://127.0.0.1:5005` for `moto_server -p 5005`.
+pub const ENDPOINT_VAR: &str = "MAILPILOT_TEST_AWS_ENDPOINT";
+
+/// The emulator's endpoint. Panics with instructions when it is not set: tests that
+/// need DynamoDB fail loudly rather than skip silently.
+pub fn endpoint() -> String {
+    match std::env::var(ENDPOINT_VAR) {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "{ENDPOINT_VAR} is not set: the DynamoDB tests need a local emulator. Start one \
+             (e.g. `moto_server -p 5005`) and set {ENDPOINT_VAR}=http://127.0.0.1:5005"
+        ),
+    }
+}
+
+/// A DynamoDB client for the emulator at [`endpoint`]: static test credentials
+/// (`test`/`test`), region `us-east-1`. Panics when the endpoint is not set.
+pub fn dynamo_client() -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "mailpilot-tests",
+        ))
+        .endpoint_url(endpoint())
+        .build();
+    Client::from_conf(config)
+}
