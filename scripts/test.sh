@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The one test command (README and .ci/run call exactly this).
+#
+# Phases, all run even when one fails (the exit code is non-zero if any failed):
+#   fmt          cargo fmt --check
+#   clippy       cargo clippy --workspace --all-targets -D warnings
+#   cfn-lint     template.yaml
+#   moto         the AWS emulator (moto_server) on a free port on 127.0.0.1
+#   tests        cargo nextest run --workspace (unit, conformance on both engines, e2e)
+#   schemathesis the local runner's API against its own /openapi.json
+#
+# Tools come from a virtualenv at .venv (pinned; installed only when missing or changed).
+# Environment knobs: SCHEMATHESIS_MAX_EXAMPLES (default 20), SCHEMATHESIS_SEED.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+
+PY_TOOLS=("moto[server]==5.2.5" "cfn-lint==1.58.0" "schemathesis==4.32.5")
+
+RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/mailpilot-test.XXXXXX")"
+PIDFILE="$RUN_DIR/pids" # every background process a phase starts, for the trap
+: >"$PIDFILE"
+MOTO_PID=""
+PASSED=()
+FAILED=()
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_pid "$MOTO_PID"
+  local pid
+  while read -r pid; do
+    stop_pid "$pid"
+  done <"$PIDFILE"
+  rm -rf "$RUN_DIR"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# phase NAME COMMAND...: runs COMMAND in a subshell with errexit on (so any failing
+# step fails the phase) and records the outcome; never stops the script.
+phase() {
+  local name=$1
+  shift
+  log "$name"
+  local started=$SECONDS rc
+  set +e
+  (
+    set -e
+    "$@"
+  )
+  rc=$?
+  set -e
+  if [ "$rc" -eq 0 ]; then
+    PASSED+=("$name")
+    printf -- '--- %s: ok (%ss)\n' "$name" "$((SECONDS - started))" >&2
+  else
+    FAILED+=("$name")
+    printf -- '--- %s: FAILED (exit %s, %ss)\n' "$name" "$rc" "$((SECONDS - started))" >&2
+  fi
+}
+
+ensure_rust_components() {
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+}
+
+run_fmt() { cargo fmt --all -- --check; }
+
+run_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
+
+run_cfn_lint() { "$VENV/bin/cfn-lint" -- template.yaml; }
+
+# Starts moto in this shell (not a phase subshell) so the trap can stop it.
+start_moto() {
+  local port
+  port=$(free_port) || return 1
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto.log" 2>&1 &
+  MOTO_PID=$!
+  if ! wait_http "http://127.0.0.1:$port/moto-api/" 60 "$MOTO_PID"; then
+    tail -n 50 "$RUN_DIR/moto.log" >&2 || true
+    return 1
+  fi
+  export MAILPILOT_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
+  # Any AWS SDK call from a test goes to the emulator, with static test credentials
+  # (an assumed role or profile would ignore the endpoint override).
+  export AWS_ENDPOINT_URL="$MAILPILOT_TEST_AWS_ENDPOINT"
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+  unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_PROFILE
+  printf 'moto_server on %s (pid %s)\n' "$MAILPILOT_TEST_AWS_ENDPOINT" "$MOTO_PID" >&2
+}
+
+run_tests() {
+  if [ -z "${MAILPILOT_TEST_AWS_ENDPOINT:-}" ]; then
+    warn "the emulator is not running: tests that need DynamoDB will fail"
+  fi
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+  else
+    warn "cargo-nextest is not installed; falling back to cargo test"
+    cargo test --workspace --no-fail-fast
+  fi
+}
+
+# The local runner's API, fuzzed against its own OpenAPI document.
+run_schemathesis() {
+  cargo build --bin mailpilot
+  local bin
+  bin="$(cargo_target_dir)/debug/mailpilot"
+  local data="$RUN_DIR/schemathesis-data"
+  mkdir -p "$data"
+
+  local created api_key
+  created=$(MAILPILOT_DATA="$data" "$bin" workspace create schemathesis)
+  api_key=$("$PYTHON" -c 'import json, sys; print(json.loads(sys.argv[1])["api_key"])' "$created")
+  [ -n "$api_key" ]
+
+  local port admin_token runner_pid
+  port=$(free_port)
+  admin_token=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')
+  MAILPILOT_ADDR="127.0.0.1:$port" \
+    MAILPILOT_DATA="$data" \
+    MAILPILOT_KEY_RATE=0 \
+    MAILPILOT_ADMIN_TOKEN="$admin_token" \
+    "$bin" serve >"$RUN_DIR/runner.log" 2>&1 &
+  runner_pid=$!
+  echo "$runner_pid" >>"$PIDFILE"
+  # shellcheck disable=SC2064 # expand now: the pid of this runner
+  trap "stop_pid $runner_pid" EXIT
+
+  local base="http://127.0.0.1:$port"
+  if ! wait_http "$base/openapi.json" 60 "$runner_pid"; then
+    tail -n 50 "$RUN_DIR/runner.log" >&2 || true
+    return 1
+  fi
+
+  local seed=()
+  if [ -n "${SCHEMATHESIS_SEED:-}" ]; then
+    seed=(--seed "$SCHEMATHESIS_SEED")
+  fi
+  local report_dir
+  report_dir="$(cargo_target_dir)/schemathesis"
+  local rc=0
+  # Bounded: N examples per operation, and a hard stop well inside CI's budget.
+  timeout --signal=INT --kill-after=30 600 \
+    "$VENV/bin/schemathesis" run "$base/openapi.json" \
+    --checks all \
+    --header "Authorization: Bearer $api_key" \
+    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-20}" \
+    --request-timeout 10 \
+    --report junit --report-dir "$report_dir" \
+    "${seed[@]}" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    printf 'runner log (last 30 lines):\n' >&2
+    tail -n 30 "$RUN_DIR/runner.log" >&2 || true
+  fi
+  return "$rc"
+}
+
+main() {
+  local started=$SECONDS
+  log "python tools ($VENV)"
+  venv_install test "${PY_TOOLS[@]}"
+  ensure_rust_components
+
+  phase fmt run_fmt
+  phase clippy run_clippy
+  phase cfn-lint run_cfn_lint
+
+  log "moto"
+  if start_moto; then
+    PASSED+=(moto)
+  else
+    FAILED+=(moto)
+  fi
+
+  phase tests run_tests
+  phase schemathesis run_schemathesis
+
+  local total=$((SECONDS - started))
+  if [ "${#FAILED[@]}" -eq 0 ]; then
+    printf '\ntest.sh: PASS in %ss (%s)\n' "$total" "${PASSED[*]}"
+    return 0
+  fi
+  printf '\ntest.sh: FAIL in %ss; failed: %s; passed: %s\n' \
+    "$total" "${FAILED[*]}" "${PASSED[*]:-none}"
+  return 1
+}
+
+main "$@"

@@ -1,0 +1,416 @@
+//! template.yaml and the table definition in code (`adapters::aws::table::TABLE`) say
+//! the same thing; the definition creates a working table on the AWS emulator.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{
+    KeyType, PointInTimeRecoveryStatus, ProjectionType, TimeToLiveStatus,
+};
+use mailpilot_shared::adapters::aws::store::DynamoStore;
+use mailpilot_shared::adapters::aws::table::{TABLE, create_table};
+use mailpilot_shared::ports::store::{
+    Cond, Index, ItemExt, Key, Query, SortKeyCond, Store, StoreError, TxAction, Update, val,
+};
+use serde_json::{Map, Value as Json, json};
+use serde_yaml::Value as Yaml;
+
+fn template() -> Json {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let yaml: Yaml = serde_yaml::from_str(&text).expect("template.yaml is YAML");
+    yaml_to_json(yaml)
+}
+
+/// YAML to JSON; a CloudFormation short-form tag becomes its long form
+/// (`!Ref X` → `{"Ref": "X"}`, `!GetAtt T.Arn` → `{"Fn::GetAtt": "T.Arn"}`).
+fn yaml_to_json(v: Yaml) -> Json {
+    match v {
+        Yaml::Null => Json::Null,
+        Yaml::Bool(b) => Json::Bool(b),
+        Yaml::Number(n) => serde_json::to_value(&n).expect("a YAML number is a JSON number"),
+        Yaml::String(s) => Json::String(s),
+        Yaml::Sequence(seq) => Json::Array(seq.into_iter().map(yaml_to_json).collect()),
+        Yaml::Mapping(map) => Json::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let k = match k {
+                        Yaml::String(s) => s,
+                        other => panic!("non-string key in template.yaml: {other:?}"),
+                    };
+                    (k, yaml_to_json(v))
+                })
+                .collect(),
+        ),
+        Yaml::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let key = if name == "Ref" {
+                "Ref".to_owned()
+            } else {
+                format!("Fn::{name}")
+            };
+            let mut obj = Map::new();
+            obj.insert(key, yaml_to_json(tagged.value));
+            Json::Object(obj)
+        }
+    }
+}
+
+/// The one resource of `ty` in the template: (logical id, resource).
+fn resource<'a>(t: &'a Json, ty: &str) -> (&'a str, &'a Json) {
+    let resources = t["Resources"].as_object().expect("Resources is a map");
+    let found: Vec<_> = resources.iter().filter(|(_, r)| r["Type"] == ty).collect();
+    assert_eq!(found.len(), 1, "exactly one {ty} in template.yaml");
+    let (id, r) = found[0];
+    (id.as_str(), r)
+}
+
+#[test]
+fn the_table_resource_matches_the_code_definition() {
+    let t = template();
+    let (_, table) = resource(&t, "AWS::DynamoDB::Table");
+    let expected = TABLE.cloudformation_properties();
+    let props = &table["Properties"];
+    for (key, want) in expected.as_object().expect("properties are a map") {
+        assert_eq!(
+            &props[key], want,
+            "template.yaml's table {key} differs from adapters::aws::table::TABLE"
+        );
+    }
+    // Nothing in the template's table that the code does not define (but its name).
+    for key in props.as_object().expect("Properties is a map").keys() {
+        assert!(
+            key == "TableName" || key == "Tags" || expected.get(key).is_some(),
+            "template.yaml's table has {key}, which TABLE does not define"
+        );
+    }
+    assert_eq!(table["DeletionPolicy"], "Retain");
+    assert_eq!(table["UpdateReplacePolicy"], "Retain");
+    // The indexes of the port are the indexes of the table.
+    let names: Vec<&str> = Index::ALL.iter().map(|i| i.name()).collect();
+    let in_template: Vec<&str> = props["GlobalSecondaryIndexes"]
+        .as_array()
+        .expect("GSIs")
+        .iter()
+        .filter_map(|g| g["IndexName"].as_str())
+        .collect();
+    assert_eq!(names, in_template);
+}
+
+#[test]
+fn the_secret_is_generated_and_retained() {
+    let t = template();
+    let (id, secret) = resource(&t, "AWS::SecretsManager::Secret");
+    assert_eq!(id, "MailpilotSecrets");
+    assert_eq!(secret["DeletionPolicy"], "Retain");
+    let props = &secret["Properties"];
+    assert!(
+        props.get("SecretString").is_none(),
+        "never a plain secret value in template.yaml"
+    );
+    assert_eq!(
+        props["GenerateSecretString"]["GenerateStringKey"],
+        "encryption_key"
+    );
+}
+
+#[test]
+fn the_api_function_may_touch_only_its_table_and_secret() {
+    let t = template();
+    let (table_id, _) = resource(&t, "AWS::DynamoDB::Table");
+    let f = &t["Resources"]["ApiFunction"];
+    assert_eq!(f["Type"], "AWS::Serverless::Function");
+    let env = &f["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["MAILPILOT_TABLE"], json!({ "Ref": table_id }));
+    assert_eq!(
+        env["MAILPILOT_SECRETS_ARN"],
+        json!({ "Ref": "MailpilotSecrets" })
+    );
+    let statements: Vec<&Json> = f["Properties"]["Policies"]
+        .as_array()
+        .expect("Policies")
+        .iter()
+        .flat_map(|p| p["Statement"].as_array().expect("inline statements").iter())
+        .collect();
+    let mut dynamo = BTreeSet::new();
+    for s in &statements {
+        assert_eq!(s["Effect"], "Allow");
+        let actions: Vec<&str> = match &s["Action"] {
+            Json::String(a) => vec![a.as_str()],
+            Json::Array(a) => a.iter().filter_map(Json::as_str).collect(),
+            other => panic!("unexpected Action {other}"),
+        };
+        for a in &actions {
+            assert!(!a.contains('*'), "no wildcard actions: {a}");
+        }
+        let resources = match &s["Resource"] {
+            Json::Array(r) => r.clone(),
+            r => vec![r.clone()],
+        };
+        if actions.iter().any(|a| a.starts_with("dynamodb:")) {
+            dynamo.extend(actions.iter().map(|a| a.to_string()));
+            assert_eq!(
+                resources,
+                vec![
+                    json!({ "Fn::GetAtt": format!("{table_id}.Arn") }),
+                    json!({ "Fn::Sub": format!("${{{table_id}.Arn}}/index/*") }),
+                ]
+            );
+        } else {
+            assert_eq!(actions, vec!["secretsmanager:GetSecretValue"]);
+            assert_eq!(resources, vec![json!({ "Ref": "MailpilotSecrets" })]);
+        }
+    }
+    let want: BTreeSet<String> = [
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "BatchGetItem",
+        "BatchWriteItem",
+        "ConditionCheckItem",
+    ]
+    .iter()
+    .map(|a| format!("dynamodb:{a}"))
+    .collect();
+    assert_eq!(dynamo, want);
+}
+
+#[test]
+fn the_architecture_parameter_defaults_to_x86_64() {
+    let t = template();
+    let p = &t["Parameters"]["Architecture"];
+    assert_eq!(p["Default"], "x86_64");
+    assert_eq!(p["AllowedValues"], json!(["x86_64", "arm64"]));
+    assert_eq!(
+        t["Globals"]["Function"]["Architectures"],
+        json!([{ "Ref": "Architecture" }])
+    );
+    assert_eq!(
+        t["Resources"]["ApiFunction"]["Properties"]["CodeUri"],
+        "target/lambda/api/"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Against the AWS emulator (MAILPILOT_TEST_AWS_ENDPOINT; scripts/test.sh starts moto).
+
+fn emulator_client() -> Client {
+    let endpoint = match std::env::var("MAILPILOT_TEST_AWS_ENDPOINT") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "MAILPILOT_TEST_AWS_ENDPOINT is not set: run ./scripts/test.sh, or start \
+             `moto_server -p 5005` and set MAILPILOT_TEST_AWS_ENDPOINT=http://127.0.0.1:5005"
+        ),
+    };
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "template-tests",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    Client::from_conf(config)
+}
+
+fn unique_table(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn create_table_builds_the_defined_table_on_the_emulator() {
+    let client = emulator_client();
+    let name = unique_table("template");
+    create_table(&client, &name).await.expect("table created");
+    // A second call finds it and succeeds (idempotent set-up).
+    create_table(&client, &name).await.expect("table exists");
+
+    let table = client
+        .describe_table()
+        .table_name(&name)
+        .send()
+        .await
+        .expect("describe")
+        .table
+        .expect("table");
+    let keys: Vec<(String, KeyType)> = table
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (TABLE.hash_key.to_owned(), KeyType::Hash),
+            (TABLE.range_key.to_owned(), KeyType::Range)
+        ]
+    );
+    let gsis = table.global_secondary_indexes();
+    assert_eq!(gsis.len(), TABLE.indexes.len());
+    assert_eq!(gsis[0].index_name(), Some("gsi1"));
+    assert_eq!(
+        gsis[0].projection().and_then(|p| p.projection_type()),
+        Some(&ProjectionType::All)
+    );
+
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&name)
+        .send()
+        .await
+        .expect("describe ttl");
+    let ttl = ttl.time_to_live_description().expect("ttl description");
+    assert_eq!(ttl.attribute_name(), Some("ttl"));
+    assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+
+    let backups = client
+        .describe_continuous_backups()
+        .table_name(&name)
+        .send()
+        .await
+        .expect("describe backups");
+    let pitr = backups
+        .continuous_backups_description()
+        .and_then(|d| d.point_in_time_recovery_description())
+        .and_then(|p| p.point_in_time_recovery_status());
+    assert_eq!(pitr, Some(&PointInTimeRecoveryStatus::Enabled));
+
+    client
+        .delete_table()
+        .table_name(&name)
+        .send()
+        .await
+        .expect("delete");
+}
+
+/// A smoke test of the DynamoDB engine on the emulator; the conformance suite
+/// (`conformance_dynamodb`) is the full proof.
+#[tokio::test]
+async fn dynamo_store_smoke_on_the_emulator() {
+    let client = emulator_client();
+    let name = unique_table("smoke");
+    create_table(&client, &name).await.expect("table created");
+    let store = DynamoStore::new(client.clone(), &name);
+
+    let item = |pk: &str, sk: &str| {
+        [
+            ("pk".to_owned(), val::s(pk)),
+            ("sk".to_owned(), val::s(sk)),
+            ("gsi1pk".to_owned(), val::s(format!("g#{pk}"))),
+            ("gsi1sk".to_owned(), val::s(sk)),
+        ]
+        .into_iter()
+        .collect()
+    };
+    for i in 0..5 {
+        store
+            .put(item("w1", &format!("c#{i}")), Some(Cond::ItemNotExists))
+            .await
+            .expect("put");
+    }
+    let again = store
+        .put(item("w1", "c#0"), Some(Cond::ItemNotExists))
+        .await;
+    assert!(matches!(again, Err(StoreError::ConditionFailed)));
+
+    let first = store
+        .query(Query::partition("w1").limit(2))
+        .await
+        .expect("page 1");
+    assert_eq!(first.items.len(), 2);
+    let cursor = first.cursor.clone().expect("more pages");
+    let second = store
+        .query(
+            Query::partition("w1")
+                .limit(10)
+                .cursor(Some(cursor.clone())),
+        )
+        .await
+        .expect("page 2");
+    assert_eq!(second.items.len(), 3);
+    let elsewhere = store
+        .query(Query::partition("w2").cursor(Some(cursor)))
+        .await;
+    assert!(matches!(elsewhere, Err(StoreError::BadCursor)));
+
+    let gsi = store
+        .query(
+            Query::index(Index::Gsi1, "g#w1")
+                .sk(SortKeyCond::BeginsWith("c#".into()))
+                .backward(),
+        )
+        .await
+        .expect("gsi");
+    assert_eq!(
+        gsi.items.first().and_then(|i| i.str_attr("sk")),
+        Some("c#4")
+    );
+
+    let updated = store
+        .update(
+            &Key::new("w1", "counter"),
+            Update::new().add("n", 2).set("name", val::s("x")),
+            None,
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.num_attr("n"), Some(2));
+
+    let tx = store
+        .transact(vec![
+            TxAction::Put {
+                item: item("w1", "c#9"),
+                cond: Some(Cond::ItemNotExists),
+            },
+            TxAction::Check {
+                key: Key::new("w1", "counter"),
+                cond: Cond::eq("n", val::n(3)),
+            },
+        ])
+        .await;
+    match tx {
+        Err(StoreError::TransactionCanceled { failed }) => assert_eq!(failed, vec![false, true]),
+        other => panic!("expected a cancelled transaction, got {other:?}"),
+    }
+    assert!(
+        store
+            .get(&Key::new("w1", "c#9"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    let mut expired = item("w1", "old");
+    expired.insert("ttl".to_owned(), val::n(1_000));
+    store.put(expired.clone(), None).await.expect("put expired");
+    assert!(
+        store
+            .get(&Key::new("w1", "old"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    // An expired item counts as absent for ItemNotExists.
+    store
+        .put(expired, Some(Cond::ItemNotExists))
+        .await
+        .expect("put over an expired item");
+
+    assert_eq!(store.writes(), 5 + 1 + 1 + 1);
+    client
+        .delete_table()
+        .table_name(&name)
+        .send()
+        .await
+        .expect("delete");
+}
