@@ -164,8 +164,7 @@ run_schemathesis() {
 
 main() {
   local started=$SECONDS
-  log "python tools ($VENV)"
-  venv_install test "${PY_TOOLS[@]}"
+  phase python-tools venv_install test "${PY_TOOLS[@]}"
   ensure_rust_components
 
   phase fmt run_fmt

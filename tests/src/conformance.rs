@@ -160,7 +160,7 @@ fn sks(items: &[Item]) -> Vec<String> {
 
 /// True when `cond` holds on the item at `key`: tried as a conditional update that only
 /// sets a probe attribute (so the item is created if missing and the condition passes).
-async fn holds(store: &dyn Store, key: &Key, cond: Cond) -> bool {
+pub async fn holds(store: &dyn Store, key: &Key, cond: Cond) -> bool {
     let probe = Update::new().set("probe", n(1));
     match store.update(key, probe, Some(cond.clone())).await {
         Ok(_) => true,
@@ -420,10 +420,10 @@ pub async fn values_of_different_types_never_compare(store: Arc<dyn Store>) {
         .expect("put");
     assert!(!holds(&*store, &k, Cond::eq("n", s("10"))).await);
     assert!(holds(&*store, &k, Cond::ne("n", s("10"))).await);
-    assert!(!holds(&*store, &k, Cond::lt("n", s("9"))).await);
-    assert!(!holds(&*store, &k, Cond::gt("n", s("9"))).await);
     assert!(!holds(&*store, &k, Cond::eq("s", n(10))).await);
-    assert!(!holds(&*store, &k, Cond::ge("s", n(1))).await);
+    assert!(holds(&*store, &k, Cond::ne("s", n(10))).await);
+    // Ordering comparisons across types (`n < "9"`) are false on DynamoDB too, but moto
+    // answers them with an HTTP 500, so they are checked in the embedded tests only.
 }
 
 pub async fn comparisons_on_a_missing_attribute_are_false_except_ne(store: Arc<dyn Store>) {
@@ -1140,8 +1140,9 @@ pub async fn items_over_400_kb_are_rejected_by_every_write(store: Arc<dyn Store>
     };
     let is_too_large = |e: &LimitError| matches!(e, LimitError::ItemTooLarge { .. });
 
-    // Just under the limit is fine.
-    let fits = item(&pk, "fits", [("body", blob(limits::MAX_ITEM_BYTES - 1024))]);
+    // Under the limit is fine (390 KB: moto's own limit is 405,000 bytes, DynamoDB's
+    // is 400 KiB).
+    let fits = item(&pk, "fits", [("body", blob(390 * 1024))]);
     store.put(fits, None).await.expect("an item under 400 KB");
 
     expect_limit(store.put(too_large("put"), None).await, "put", is_too_large);

@@ -13,7 +13,7 @@ use mailpilot_shared::ports::store::val::{n, s};
 use mailpilot_shared::ports::store::{
     Cond, Index, ItemExt, LimitError, Query, Store, StoreError, TxAction, Update, Value,
 };
-use mailpilot_tests::conformance::{Harness, TempDir, item, key, new_pk};
+use mailpilot_tests::conformance::{Harness, TempDir, holds, item, key, new_pk};
 
 async fn embedded() -> Harness {
     let dir = TempDir::new();
@@ -206,7 +206,7 @@ async fn count_items_with_pk_prefix_counts_only_that_prefix() {
         (format!("{ws}#contact"), "1"),
         (format!("{ws}#contact"), "2"),
         (format!("{ws}#list#x"), "1"),
-        (format!("{ws}"), "meta"),
+        (ws.clone(), "meta"),
         (format!("{ws}\0weird"), "1"),
         ("other#contact".to_string(), "1"),
     ] {
@@ -286,6 +286,36 @@ async fn numbers_are_stored_in_canonical_form() {
         .await
         .expect("update");
     assert_eq!(updated.get("x"), Some(&Value::N("2.5".into())));
+}
+
+#[tokio::test]
+async fn ordering_comparisons_across_types_are_false() {
+    let dir = TempDir::new();
+    let store = open(&dir.path().join("store.redb"));
+    let pk = new_pk("crosstype");
+    let k = key(&pk, "a");
+    store
+        .put(
+            item(
+                &pk,
+                "a",
+                [("n", n(10)), ("s", s("10")), ("b", Value::Bool(true))],
+            ),
+            None,
+        )
+        .await
+        .expect("put");
+    for cond in [
+        Cond::lt("n", s("9")),
+        Cond::gt("n", s("9")),
+        Cond::le("n", s("10")),
+        Cond::ge("s", n(1)),
+        Cond::lt("s", n(100)),
+        Cond::gt("b", Value::Bool(false)),
+        Cond::BeginsWith("n".into(), "1".into()),
+    ] {
+        assert!(!holds(&store, &k, cond.clone()).await, "{cond:?}");
+    }
 }
 
 const CHILD_DB_VAR: &str = "MAILPILOT_SIGKILL_CHILD_DB";

@@ -25,12 +25,20 @@ pub fn app(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> axum::
 /// `MAILPILOT_SECRETS_ARN`, `MAILPILOT_KEY_RATE` (default 100).
 pub async fn app_from_env() -> Result<axum::Router> {
     let table = std::env::var("MAILPILOT_TABLE").context("MAILPILOT_TABLE is not set")?;
-    let secret_id = std::env::var("MAILPILOT_SECRETS_ARN").context("MAILPILOT_SECRETS_ARN is not set")?;
-    let key_rate = std::env::var("MAILPILOT_KEY_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let secret_id =
+        std::env::var("MAILPILOT_SECRETS_ARN").context("MAILPILOT_SECRETS_ARN is not set")?;
+    let key_rate = std::env::var("MAILPILOT_KEY_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let secrets = mailpilot_shared::adapters::aws::secrets::load(&aws_sdk_secretsmanager::Client::new(&sdk), &secret_id)
-        .await
-        .context("loading the secrets")?;
-    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+    let secrets = mailpilot_shared::adapters::aws::secrets::load(
+        &aws_sdk_secretsmanager::Client::new(&sdk),
+        &secret_id,
+    )
+    .await
+    .context("loading the secrets")?;
+    let store: Arc<dyn Store> =
+        Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
     Ok(app(store, &secrets, key_rate))
 }

@@ -26,7 +26,13 @@ async fn app() -> axum::Router {
 }
 
 fn uuid_like() -> String {
-    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 async fn call(app: &axum::Router, req: lambda_http::Request) -> (u16, serde_json::Value) {
@@ -37,16 +43,24 @@ async fn call(app: &axum::Router, req: lambda_http::Request) -> (u16, serde_json
         lambda_http::Body::Binary(b) => axum::body::Body::from(b),
         _ => axum::body::Body::empty(),
     };
-    let res = app.clone().oneshot(http::Request::from_parts(parts, body)).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(http::Request::from_parts(parts, body))
+        .await
+        .unwrap();
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[tokio::test]
 async fn create_workspace_event_creates_a_workspace_and_replays_idempotently() {
     let app = app().await;
-    let req = lambda_http::request::from_str(&event("api-create-workspace.json")).expect("event parses");
+    let req =
+        lambda_http::request::from_str(&event("api-create-workspace.json")).expect("event parses");
     let (status, body) = call(&app, req).await;
     assert_eq!(status, 201, "{body}");
     let ws = body["workspace_id"].as_str().expect("workspace_id");

@@ -1,5 +1,5 @@
 //! AWS adapters: DynamoDB.
 
+pub mod secrets;
 pub mod store;
 pub mod table;
-pub mod secrets;

@@ -13,7 +13,10 @@ pub enum SecretsError {
 }
 
 /// The secrets document stored at `secret_id` (an ARN or a name).
-pub async fn load(client: &aws_sdk_secretsmanager::Client, secret_id: &str) -> Result<SecretsDoc, SecretsError> {
+pub async fn load(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<SecretsDoc, SecretsError> {
     let out = client
         .get_secret_value()
         .secret_id(secret_id)

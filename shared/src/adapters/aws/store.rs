@@ -112,6 +112,7 @@ impl Store for DynamoStore {
 
     async fn put(&self, item: Item, cond: Option<Cond>) -> StoreResult<()> {
         validate_item(&item)?;
+        cond.as_ref().map_or(Ok(()), validate_cond)?;
         let mut expr = Expr::default();
         let condition = cond.as_ref().map(|c| expr.cond(c, now_secs()));
         self.client
@@ -130,6 +131,7 @@ impl Store for DynamoStore {
 
     async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> StoreResult<Item> {
         validate_update(key, &update)?;
+        cond.as_ref().map_or(Ok(()), validate_cond)?;
         let mut expr = Expr::default();
         let update_expression = expr.update(&update);
         let condition = cond.as_ref().map(|c| expr.cond(c, now_secs()));
@@ -155,6 +157,7 @@ impl Store for DynamoStore {
 
     async fn delete(&self, key: &Key, cond: Option<Cond>) -> StoreResult<Option<Item>> {
         validate_key(key)?;
+        cond.as_ref().map_or(Ok(()), validate_cond)?;
         let now = now_secs();
         let mut expr = Expr::default();
         let condition = cond.as_ref().map(|c| expr.cond(c, now));
@@ -766,13 +769,18 @@ fn validate_key(key: &Key) -> StoreResult<()> {
     Ok(())
 }
 
-/// An index key attribute must be a non-empty string when present: the table declares
-/// it as `S`, and DynamoDB rejects any other type (or an empty string) on write.
+/// An index key attribute must be a non-empty string within the key-size limits when
+/// present: the table declares it as `S`, and DynamoDB rejects anything else on write.
 fn validate_index_attr(name: &str, value: &Value) -> StoreResult<()> {
+    let max = if Index::ALL.iter().any(|i| i.pk_attr() == name) {
+        MAX_PK_BYTES
+    } else {
+        MAX_SK_BYTES
+    };
     match value {
-        Value::S(s) if !s.is_empty() => Ok(()),
+        Value::S(s) if !s.is_empty() && s.len() <= max => Ok(()),
         _ => Err(invalid(format!(
-            "the index key attribute {name} must be a non-empty string"
+            "the index key attribute {name} must be a non-empty string of at most {max} bytes"
         ))),
     }
 }
@@ -783,10 +791,31 @@ fn is_index_attr(name: &str) -> bool {
         .any(|i| i.pk_attr() == name || i.sk_attr() == name)
 }
 
+fn validate_name(name: &str) -> StoreResult<()> {
+    if name.is_empty() {
+        return Err(invalid("attribute names may not be empty"));
+    }
+    Ok(())
+}
+
+/// Attribute names in a condition must be non-empty (DynamoDB refuses the expression).
+fn validate_cond(cond: &Cond) -> StoreResult<()> {
+    match cond {
+        Cond::AttrExists(a)
+        | Cond::AttrNotExists(a)
+        | Cond::Compare(a, _, _)
+        | Cond::BeginsWith(a, _) => validate_name(a),
+        Cond::And(cs) | Cond::Or(cs) => cs.iter().try_for_each(validate_cond),
+        Cond::Not(c) => validate_cond(c),
+        Cond::ItemExists | Cond::ItemNotExists => Ok(()),
+    }
+}
+
 fn validate_item(item: &Item) -> StoreResult<()> {
     let key = Key::of(item).ok_or_else(|| invalid("an item needs string attributes pk and sk"))?;
     validate_key(&key)?;
     for (name, value) in item {
+        validate_name(name)?;
         if is_index_attr(name) {
             validate_index_attr(name, value)?;
         }
@@ -825,6 +854,7 @@ fn validate_update(key: &Key, update: &Update) -> StoreResult<()> {
             | UpdateAction::Remove(a)
             | UpdateAction::Add(a, _) => a,
         };
+        validate_name(attr)?;
         if attr == PK || attr == SK {
             return Err(invalid("the key attributes pk and sk cannot be updated"));
         }
@@ -865,6 +895,12 @@ fn validate_transaction(actions: &[TxAction]) -> StoreResult<()> {
     let mut total = 0usize;
     let mut seen = HashSet::with_capacity(actions.len());
     for action in actions {
+        match action {
+            TxAction::Put { cond, .. }
+            | TxAction::Update { cond, .. }
+            | TxAction::Delete { cond, .. } => cond.as_ref().map_or(Ok(()), validate_cond)?,
+            TxAction::Check { cond, .. } => validate_cond(cond)?,
+        }
         let key = match action {
             TxAction::Put { item, .. } => {
                 validate_item(item)?;

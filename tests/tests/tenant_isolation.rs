@@ -1,0 +1,261 @@
+//! Tenant isolation, table-driven over the OpenAPI document: every route of workspace A
+//! is tried with workspace B's key and A's ids. The answer is always 404 (never A's
+//! data, never 403 that would confirm it exists), and A's data is unchanged afterwards.
+//! A route added later without a fixture here fails this test, so nobody has to
+//! remember to add it.
+
+use std::collections::HashMap;
+
+use mailpilot_tests::app::{TestApp, spawn_app};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Fixtures {
+    contact_id: String,
+    email: String,
+    external_id: String,
+    list_id: String,
+    suppressed: String,
+    key_id: String,
+    job_id: String,
+}
+
+async fn workspace_a(app: &TestApp) -> Fixtures {
+    // A finished delete job first, so the jobs routes have an id to try.
+    let job = app.delete("/v1/workspace/data").await;
+    assert_eq!(job.status, StatusCode::ACCEPTED);
+    let job_id = job.body["id"].as_str().unwrap().to_string();
+    app.wait_for_job(&app.api_key, &job_id).await;
+
+    let email = "alice@a.example".to_string();
+    let c = app
+        .post(
+            "/v1/contacts",
+            json!({"email": email, "external_id": "a-ext-1", "first_name": "Alice"}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let contact_id = c.body["id"].as_str().unwrap().to_string();
+    let l = app.post("/v1/lists", json!({"name": "A's list"})).await;
+    let list_id = l.body["id"].as_str().unwrap().to_string();
+    let m = app
+        .post(
+            &format!("/v1/lists/{list_id}/members"),
+            json!({"contact_ids": [contact_id]}),
+        )
+        .await;
+    assert_eq!(m.body["changed"], 1);
+    let s = app
+        .post("/v1/suppressions", json!({"email": "gone@a.example"}))
+        .await;
+    assert_eq!(s.status, StatusCode::CREATED);
+    let k = app
+        .post("/v1/api-keys", json!({"name": "a-key", "scope": "read"}))
+        .await;
+    let key_id = k.body["id"].as_str().unwrap().to_string();
+    Fixtures {
+        contact_id,
+        email,
+        external_id: "a-ext-1".into(),
+        list_id,
+        suppressed: "gone@a.example".into(),
+        key_id,
+        job_id,
+    }
+}
+
+/// The value for each path parameter of each route template.
+fn substitute(template: &str, f: &Fixtures) -> String {
+    let params: HashMap<&str, &str> = match template {
+        "/v1/jobs/{id}" => HashMap::from([("id", f.job_id.as_str())]),
+        "/v1/api-keys/{id}" => HashMap::from([("id", f.key_id.as_str())]),
+        "/v1/contacts/{id}" => HashMap::from([("id", f.contact_id.as_str())]),
+        "/v1/contacts/by-email/{email}" => HashMap::from([("email", f.email.as_str())]),
+        "/v1/contacts/by-external-id/{external_id}" => {
+            HashMap::from([("external_id", f.external_id.as_str())])
+        }
+        "/v1/lists/{id}" | "/v1/lists/{id}/members" | "/v1/lists/{id}/members/remove" => {
+            HashMap::from([("id", f.list_id.as_str())])
+        }
+        "/v1/suppressions/{email}" => HashMap::from([("email", f.suppressed.as_str())]),
+        other if other.contains('{') => {
+            panic!("no tenant-isolation fixture for {other}: add one here")
+        }
+        other => HashMap::from([("", other)]),
+    };
+    let mut path = template.to_string();
+    for (name, value) in params {
+        if !name.is_empty() {
+            path = path.replace(&format!("{{{name}}}"), value);
+        }
+    }
+    path
+}
+
+fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
+    let body = match (method.as_str(), template) {
+        ("PATCH", "/v1/workspace") => json!({"name": "renamed by B"}),
+        ("PATCH", "/v1/contacts/{id}") => json!({"first_name": "Mallory"}),
+        ("PUT", "/v1/contacts/by-email/{email}") => json!({"first_name": "Mallory"}),
+        ("POST", "/v1/contacts") => json!({"email": "bob@b.example"}),
+        ("PATCH", "/v1/lists/{id}") => json!({"name": "taken by B"}),
+        ("POST", "/v1/lists") => json!({"name": "B's list"}),
+        ("POST", "/v1/lists/{id}/members") | ("POST", "/v1/lists/{id}/members/remove") => {
+            json!({"contact_ids": [f.contact_id]})
+        }
+        ("POST", "/v1/suppressions") => json!({"email": "someone@b.example"}),
+        ("POST", "/v1/api-keys") => json!({"name": "b", "scope": "full"}),
+        ("POST", "/v1/workspaces") => json!({"name": "x"}),
+        (m, _) if m == "POST" || m == "PUT" || m == "PATCH" => json!({}),
+        _ => return None,
+    };
+    Some(body)
+}
+
+fn operations(doc: &Value) -> Vec<(Method, String, bool)> {
+    let mut ops = vec![];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Ok(m) = method.to_uppercase().parse::<Method>() else {
+                continue;
+            };
+            let public = op["security"].as_array().is_some_and(|s| s.is_empty());
+            ops.push((m, path.clone(), public));
+        }
+    }
+    // Deleting B's own data last, so it cannot hide anything the other calls did.
+    ops.sort_by_key(|(m, p, _)| (p == "/v1/workspace/data", m.to_string(), p.clone()));
+    ops
+}
+
+/// The first of A's ids or values found in an answer. `given` is what the caller sent
+/// itself (an email in the path comes back in B's own contact), which is no leak.
+fn leaks(body: &Value, f: &Fixtures, ws_a: &str, given: &str) -> Option<String> {
+    let text = body.to_string();
+    [
+        ws_a,
+        &f.contact_id,
+        &f.email,
+        &f.list_id,
+        &f.suppressed,
+        &f.key_id,
+        &f.job_id,
+        &f.external_id,
+    ]
+    .into_iter()
+    .filter(|needle| !given.contains(*needle))
+    .find(|needle| text.contains(*needle))
+    .map(|s| s.to_string())
+}
+
+#[tokio::test]
+async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() {
+    let app = spawn_app().await;
+    let f = workspace_a(&app).await;
+    let (_ws_b, key_b) = app.create_workspace("B").await;
+    let doc = app
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .body;
+    let ops = operations(&doc);
+    assert!(
+        ops.len() >= 25,
+        "the document lists {} operations",
+        ops.len()
+    );
+
+    for (method, template, public) in &ops {
+        if *public {
+            continue;
+        }
+        let path = substitute(template, &f);
+        let body = body_for(method, template, &f);
+        let a = app.call(method.clone(), &path, Some(&key_b), body).await;
+        let what = format!("{method} {template} with B's key");
+        assert!(
+            !a.status.is_server_error(),
+            "{what}: {} {}",
+            a.status,
+            a.body
+        );
+        let given = if *method == Method::PUT { path.as_str() } else { "" };
+        if let Some(leak) = leaks(&a.body, &f, &app.workspace_id, given) {
+            panic!("{what} answered with workspace A's {leak}: {}", a.body);
+        }
+        match template.as_str() {
+            // The admin route does not take workspace keys at all.
+            "/v1/workspaces" => assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{what}"),
+            // An upsert by email creates the caller's own contact: never A's.
+            "/v1/contacts/by-email/{email}" if *method == Method::PUT => {
+                assert_eq!(a.status, StatusCode::CREATED, "{what}: {}", a.body)
+            }
+            t if t.contains('{') => {
+                assert_eq!(a.status, StatusCode::NOT_FOUND, "{what}: {}", a.body)
+            }
+            _ => assert!(a.status.is_success(), "{what}: {} {}", a.status, a.body),
+        }
+    }
+
+    // A's data is all still there, unchanged.
+    let c = app.get(&format!("/v1/contacts/{}", f.contact_id)).await;
+    assert_eq!(c.status, StatusCode::OK);
+    assert_eq!(c.body["first_name"], "Alice");
+    assert_eq!(c.body["status"], "active");
+    let l = app.get(&format!("/v1/lists/{}", f.list_id)).await;
+    assert_eq!(l.body["name"], "A's list");
+    assert_eq!(l.body["member_count"], 1);
+    assert_eq!(
+        app.get(&format!("/v1/suppressions/{}", f.suppressed))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(app.get(&format!("/v1/api-keys/{}", f.key_id)).await.body["revoked_at"].is_null());
+    assert_eq!(
+        app.get(&format!("/v1/contacts/by-external-id/{}", f.external_id))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(app.get("/v1/workspace").await.body["name"], "Demo");
+}
+
+#[tokio::test]
+async fn a_read_key_may_only_read() {
+    let app = spawn_app().await;
+    let f = workspace_a(&app).await;
+    let read_key = app
+        .post("/v1/api-keys", json!({"name": "reader", "scope": "read"}))
+        .await
+        .body["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc = app
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .body;
+    for (method, template, public) in operations(&doc) {
+        if public || template == "/v1/workspaces" {
+            continue;
+        }
+        let path = substitute(&template, &f);
+        let body = body_for(&method, &template, &f);
+        let a = app.call(method.clone(), &path, Some(&read_key), body).await;
+        if method == Method::GET {
+            assert_eq!(
+                a.status,
+                StatusCode::OK,
+                "GET {template} with a read key: {}",
+                a.body
+            );
+        } else {
+            assert_eq!(
+                a.status,
+                StatusCode::FORBIDDEN,
+                "{method} {template} with a read key: {}",
+                a.body
+            );
+        }
+    }
+}
