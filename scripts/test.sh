@@ -5,7 +5,8 @@
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy --workspace --all-targets -D warnings
 #   cfn-lint     template.yaml
-#   moto         the AWS emulator (moto_server) on a free port on 127.0.0.1
+#   moto         the AWS emulator (moto's server, serialised: scripts/moto_server.py) on a
+#                free port on 127.0.0.1
 #   tests        cargo nextest run --workspace (unit, conformance on both engines, e2e)
 #   schemathesis the local runner's API against its own /openapi.json
 #
@@ -80,7 +81,9 @@ run_cfn_lint() { "$VENV/bin/cfn-lint" -- template.yaml; }
 start_moto() {
   local port
   port=$(free_port) || return 1
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto.log" 2>&1 &
+  # moto's server, with requests handled one at a time (scripts/moto_server.py says why).
+  "$VENV/bin/python" "$ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$port" \
+    >"$RUN_DIR/moto.log" 2>&1 &
   MOTO_PID=$!
   if ! wait_http "http://127.0.0.1:$port/moto-api/" 60 "$MOTO_PID"; then
     tail -n 50 "$RUN_DIR/moto.log" >&2 || true
@@ -153,7 +156,7 @@ run_schemathesis() {
     --header "Authorization: Bearer $api_key" \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-20}" \
     --request-timeout 10 \
-    --report junit --report-dir "$report_dir" \
+    --report junit --report-junit-path "$report_dir/junit.xml" \
     "${seed[@]}" || rc=$?
   if [ "$rc" -ne 0 ]; then
     printf 'runner log (last 30 lines):\n' >&2

@@ -88,3 +88,4 @@ impl From<LimitError> for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod model;
 pub mod ports;
 pub mod ratelimit;
+pub mod schema;
 pub mod secrets;
 pub mod serde_util;
 pub mod usecases;

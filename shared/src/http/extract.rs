@@ -49,6 +49,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if bytes.is_empty() {
         return Err(AppError::bad_request("", "a JSON body is required"));
     }
+    // Every body is a JSON object; serde would also read a struct from an array.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AppError::bad_request("", "the body must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let pointer = pointer_of(e.path());
@@ -107,6 +111,7 @@ pub struct Pagination {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^[A-Za-z0-9_-]+={0,2}$")]
     pub cursor: Option<String>,
 }
 
@@ -136,7 +141,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
                 }
             },
         };
-        let cursor = params.remove("cursor").filter(|c| !c.is_empty());
+        let cursor = match params.remove("cursor") {
+            Some(c) if c.is_empty() => {
+                return Err(AppError::bad_request("cursor", "must not be empty; leave it out for the first page"));
+            }
+            other => other,
+        };
         Ok(ListQuery {
             limit,
             cursor,

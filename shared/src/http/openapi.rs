@@ -66,23 +66,20 @@ impl Modify for Conventions {
             ),
         );
         for item in doc.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
+            if let Some(op) = item.get.as_mut() {
+                add_conventions(op, true);
+            }
+            for op in [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete]
+                .into_iter()
+                .flatten()
             {
-                add_conventions(op);
+                add_conventions(op, false);
             }
         }
     }
 }
 
-fn add_conventions(op: &mut Operation) {
+fn add_conventions(op: &mut Operation, is_read: bool) {
     let public = op
         .security
         .as_ref()
@@ -96,15 +93,10 @@ fn add_conventions(op: &mut Operation) {
         Vec::<String>::new(),
     )]);
     let mut errors: Vec<(&str, &str)> = KEYED_ERRORS.to_vec();
-    if op.request_body.is_some()
-        || op
-            .operation_id
-            .as_deref()
-            .is_some_and(|id| id.starts_with("create") || id.starts_with("add"))
-    {
+    if op.request_body.is_some() || !is_read {
         errors.push((
             "409",
-            "Conflict: a unique field is taken, or the same Idempotency-Key is in progress",
+            "Conflict: a unique field is taken, the resource is in use, or the same Idempotency-Key is in progress",
         ));
     }
     errors.push(("503", "The store is busy or unavailable; retry later"));

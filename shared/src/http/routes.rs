@@ -13,7 +13,7 @@ use super::AppState;
 use super::extract::{ApiJson, ListQuery, Pagination, PathParam};
 use crate::error::{AppError, AppResult};
 use crate::model::{ContactStatus, SuppressionReason};
-use crate::usecases::contacts::{Contact, ContactFilter, ContactInput};
+use crate::usecases::contacts::{Contact, ContactCreate, ContactFilter, ContactInput, ContactUpsert};
 use crate::usecases::jobs::{self, Job};
 use crate::usecases::lists::{
     self, CreateList, List, ListPatch, Member, MembersChange, MembersChanged,
@@ -212,6 +212,12 @@ pub async fn revoke_api_key(
     Extension(p): Extension<Principal>,
     PathParam(id): PathParam,
 ) -> AppResult<StatusCode> {
+    if id == p.key_id {
+        return Err(AppError::conflict(
+            "id",
+            "this is the key making the request; revoke it with another key",
+        ));
+    }
     workspaces::revoke_api_key(s.store(), ws(&p), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -219,14 +225,14 @@ pub async fn revoke_api_key(
 // ---- contacts ---------------------------------------------------------------------
 
 /// Create a contact (a duplicate email is 409).
-#[utoipa::path(post, path = "/v1/contacts", tag = "contacts", request_body = ContactInput,
+#[utoipa::path(post, path = "/v1/contacts", tag = "contacts", request_body = ContactCreate,
     responses((status = 201, body = Contact)))]
 pub async fn create_contact(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
-    ApiJson(input): ApiJson<ContactInput>,
+    ApiJson(input): ApiJson<ContactCreate>,
 ) -> AppResult<Response> {
-    let c = contacts::create(s.store(), ws(&p), input).await?;
+    let c = contacts::create(s.store(), ws(&p), input.into()).await?;
     Ok(created(format!("/v1/contacts/{}", c.id), c))
 }
 
@@ -301,7 +307,7 @@ pub async fn delete_contact(
 }
 
 /// Look a contact up by email.
-#[utoipa::path(get, path = "/v1/contacts/by-email/{email}", tag = "contacts", params(("email" = String, Path)),
+#[utoipa::path(get, path = "/v1/contacts/by-email/{email}", tag = "contacts", params(("email" = String, Path, format = Email)),
     responses((status = 200, body = Contact)))]
 pub async fn get_contact_by_email(
     State(s): State<AppState>,
@@ -314,14 +320,14 @@ pub async fn get_contact_by_email(
 }
 
 /// Create or update the contact with this email.
-#[utoipa::path(put, path = "/v1/contacts/by-email/{email}", tag = "contacts", params(("email" = String, Path)),
-    request_body = ContactInput,
+#[utoipa::path(put, path = "/v1/contacts/by-email/{email}", tag = "contacts", params(("email" = String, Path, format = Email)),
+    request_body = ContactUpsert,
     responses((status = 200, body = Contact, description = "Updated"), (status = 201, body = Contact, description = "Created")))]
 pub async fn upsert_contact_by_email(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     PathParam(email): PathParam,
-    ApiJson(input): ApiJson<ContactInput>,
+    ApiJson(input): ApiJson<ContactUpsert>,
 ) -> AppResult<Response> {
     let (c, was_created) = contacts::upsert_by_email(s.store(), ws(&p), &email, input).await?;
     if was_created {
@@ -494,7 +500,7 @@ pub async fn list_suppressions(
 }
 
 /// One address's suppression.
-#[utoipa::path(get, path = "/v1/suppressions/{email}", tag = "suppressions", params(("email" = String, Path)),
+#[utoipa::path(get, path = "/v1/suppressions/{email}", tag = "suppressions", params(("email" = String, Path, format = Email)),
     responses((status = 200, body = Suppression)))]
 pub async fn get_suppression(
     State(s): State<AppState>,
@@ -505,7 +511,7 @@ pub async fn get_suppression(
 }
 
 /// Lift an address's suppression.
-#[utoipa::path(delete, path = "/v1/suppressions/{email}", tag = "suppressions", params(("email" = String, Path)),
+#[utoipa::path(delete, path = "/v1/suppressions/{email}", tag = "suppressions", params(("email" = String, Path, format = Email)),
     responses((status = 204)))]
 pub async fn remove_suppression(
     State(s): State<AppState>,

@@ -65,12 +65,13 @@ impl Locale {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Consent {
     /// Where consent was collected (`signup_form`, `checkout`, `import:<file>`…).
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub source: String,
     /// When consent was given.
     pub at: DateTime<Utc>,
     /// The IP address consent came from, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::schema::IpAddress>)]
     pub ip: Option<IpAddr>,
 }
 

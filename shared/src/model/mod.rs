@@ -5,8 +5,10 @@ pub mod contact;
 pub mod email;
 pub mod ids;
 pub mod scope;
+pub mod text;
 
 pub use contact::{Consent, ContactStatus, Locale, SuppressionReason, TimeZone};
 pub use email::{EmailAddress, EmailError};
 pub use ids::Id;
 pub use scope::Scope;
+pub use text::parse_text;

@@ -66,35 +66,95 @@ pub struct Contact {
     pub updated_at: DateTime<Utc>,
 }
 
-/// `POST /v1/contacts` and `PUT /v1/contacts/by-email/{email}` body; on PATCH every
-/// field is optional and `null` clears it.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct ContactInput {
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<String>)]
-    pub first_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<String>)]
-    pub last_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<String>)]
-    pub time_zone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<String>)]
-    pub locale: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<String>)]
-    pub external_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<Consent>)]
-    pub consent: Option<Option<Consent>>,
-    /// Merged into the contact's attributes; a `null` value removes that attribute.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub attributes: Option<Map<String, Json>>,
+/// Generates the three contact bodies, which differ only in their `email` field:
+/// create (required), patch (optional), upsert by email (none: the path's email).
+macro_rules! contact_body {
+    ($(#[$meta:meta])* $name:ident { $($email:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+        pub struct $name {
+            $($email)*
+            #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+            #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
+            pub first_name: Option<Option<String>>,
+            #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+            #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
+            pub last_name: Option<Option<String>>,
+            /// IANA time zone name.
+            #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+            #[schema(value_type = Option<crate::schema::TimeZoneName>)]
+            pub time_zone: Option<Option<String>>,
+            /// BCP 47 language tag (`en`, `pt-BR`).
+            #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+            #[schema(value_type = Option<String>, pattern = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
+            pub locale: Option<Option<String>>,
+            /// The contact's id in your own system; unique in the workspace.
+            #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+            #[schema(value_type = Option<String>, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
+            pub external_id: Option<Option<String>>,
+            #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+            #[schema(value_type = Option<Consent>)]
+            pub consent: Option<Option<Consent>>,
+            /// Merged into the contact's attributes; a `null` value removes that attribute.
+            #[serde(default)]
+            #[schema(value_type = Option<crate::schema::Attributes>)]
+            pub attributes: Option<Map<String, Json>>,
+        }
+    };
 }
+
+contact_body! {
+    /// `POST /v1/contacts` body.
+    ContactCreate {
+        #[schema(format = Email)]
+        pub email: String,
+    }
+}
+
+contact_body! {
+    /// `PATCH /v1/contacts/{id}` body: only the fields present change; `null` clears one.
+    ContactInput {
+        #[serde(default)]
+        #[schema(format = Email)]
+        pub email: Option<String>,
+    }
+}
+
+contact_body! {
+    /// `PUT /v1/contacts/by-email/{email}` body: the email is the path's.
+    ContactUpsert {}
+}
+
+impl From<ContactCreate> for ContactInput {
+    fn from(c: ContactCreate) -> Self {
+        ContactInput {
+            email: Some(c.email),
+            first_name: c.first_name,
+            last_name: c.last_name,
+            time_zone: c.time_zone,
+            locale: c.locale,
+            external_id: c.external_id,
+            consent: c.consent,
+            attributes: c.attributes,
+        }
+    }
+}
+
+impl From<ContactUpsert> for ContactInput {
+    fn from(c: ContactUpsert) -> Self {
+        ContactInput {
+            email: None,
+            first_name: c.first_name,
+            last_name: c.last_name,
+            time_zone: c.time_zone,
+            locale: c.locale,
+            external_id: c.external_id,
+            consent: c.consent,
+            attributes: c.attributes,
+        }
+    }
+}
+
 
 /// Filters for listing contacts.
 #[derive(Debug, Default, Clone)]
@@ -116,18 +176,6 @@ fn external_id_key(ws: &str, ext: &str) -> Key {
     Key::new(keys::ws(ws, keys::EXTERNAL_IDS), ext)
 }
 
-fn text_field(field: &str, v: &str, max: usize, errors: &mut Vec<FieldError>) -> Option<String> {
-    let t = v.trim();
-    if t.is_empty() || t.chars().count() > max || t.chars().any(|c| c.is_control()) {
-        errors.push(FieldError::new(
-            field,
-            format!("must be 1 to {max} printable characters"),
-        ));
-        None
-    } else {
-        Some(t.to_string())
-    }
-}
 
 fn depth(v: &Json) -> usize {
     match v {
@@ -158,10 +206,7 @@ fn apply(rec: &mut ContactRecord, input: &ContactInput, errors: &mut Vec<FieldEr
             None => {}
         }
     };
-    let name = |s: &str| -> Result<String, String> {
-        let mut e = vec![];
-        text_field("", s, 200, &mut e).ok_or_else(|| "must be 1 to 200 printable characters".into())
-    };
+    let name = |s: &str| crate::model::parse_text(s, 200);
     set("first_name", &mut rec.first_name, &input.first_name, &name);
     set("last_name", &mut rec.last_name, &input.last_name, &name);
     set("time_zone", &mut rec.time_zone, &input.time_zone, &|s| {
@@ -188,16 +233,10 @@ fn apply(rec: &mut ContactRecord, input: &ContactInput, errors: &mut Vec<FieldEr
         },
     );
     match &input.consent {
-        Some(Some(c)) => {
-            if c.source.trim().is_empty() || c.source.len() > 200 {
-                errors.push(FieldError::new(
-                    "/consent/source",
-                    "must be 1 to 200 characters",
-                ));
-            } else {
-                rec.consent = Some(c.clone());
-            }
-        }
+        Some(Some(c)) => match crate::model::parse_text(&c.source, 200) {
+            Ok(source) => rec.consent = Some(Consent { source, ..c.clone() }),
+            Err(reason) => errors.push(FieldError::new("/consent/source", reason)),
+        },
         Some(None) => rec.consent = None,
         None => {}
     }
@@ -205,10 +244,10 @@ fn apply(rec: &mut ContactRecord, input: &ContactInput, errors: &mut Vec<FieldEr
         let mut current: Map<String, Json> =
             serde_json::from_str(&rec.attributes).unwrap_or_default();
         for (k, v) in attrs {
-            if k.is_empty() || k.len() > 128 {
+            if k.is_empty() || k.chars().count() > 128 {
                 errors.push(FieldError::new(
                     format!("/attributes/{}", pointer_escape(k)),
-                    "names must be 1 to 128 bytes",
+                    "names must be 1 to 128 characters",
                 ));
             } else if depth(v) > MAX_ATTRIBUTE_DEPTH {
                 errors.push(FieldError::new(
@@ -447,59 +486,32 @@ pub async fn upsert_by_email(
     store: &dyn Store,
     ws: &str,
     email: &str,
-    mut input: ContactInput,
+    upsert: ContactUpsert,
 ) -> AppResult<(Contact, bool)> {
     let parsed = EmailAddress::parse(email)
         .map_err(|reason| AppError::invalid("email", format!("{email:?} {reason}")))?;
-    if let Some(body_email) = &input.email
-        && EmailAddress::parse(body_email).ok().as_ref() != Some(&parsed)
-    {
-        return Err(AppError::invalid(
-            "/email",
-            "must match the email in the path",
-        ));
-    }
-    input.email = Some(parsed.as_str().to_string());
+    let changes = ContactInput::from(upsert);
     for _ in 0..5 {
         if let Some(id) = id_by_email(store, ws, &parsed).await? {
-            match patch(
-                store,
-                ws,
-                &id,
-                ContactInput {
-                    email: None,
-                    ..clone_input(&input)
-                },
-            )
-            .await
-            {
-                Err(AppError::NotFound) => continue,
+            match patch(store, ws, &id, changes.clone()).await {
+                // Deleted between the lookup and the patch: create it instead.
+                Err(AppError::NotFound) => {}
                 other => return other.map(|c| (c, false)),
             }
         }
-        match create(store, ws, clone_input(&input)).await {
-            Err(AppError::Conflict { errors, .. })
-                if errors.iter().any(|e| e.field == "/email") =>
-            {
+        let create_input = ContactInput {
+            email: Some(parsed.as_str().to_string()),
+            ..changes.clone()
+        };
+        match create(store, ws, create_input).await {
+            // Created by someone else between the lookup and the create: update it.
+            Err(AppError::Conflict { errors, .. }) if errors.iter().any(|e| e.field == "/email") => {
                 continue;
             }
             other => return other.map(|c| (c, true)),
         }
     }
     Err(AppError::Store(StoreError::Throttled))
-}
-
-fn clone_input(i: &ContactInput) -> ContactInput {
-    ContactInput {
-        email: i.email.clone(),
-        first_name: i.first_name.clone(),
-        last_name: i.last_name.clone(),
-        time_zone: i.time_zone.clone(),
-        locale: i.locale.clone(),
-        external_id: i.external_id.clone(),
-        consent: i.consent.clone(),
-        attributes: i.attributes.clone(),
-    }
 }
 
 /// Deletes a contact, its unique items and its list memberships. Its suppression

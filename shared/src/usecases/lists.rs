@@ -38,8 +38,10 @@ pub struct List {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateList {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 2000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub description: Option<String>,
     #[serde(default)]
     pub double_opt_in: bool,
@@ -48,9 +50,10 @@ pub struct CreateList {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ListPatch {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 2000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub description: Option<Option<String>>,
     #[serde(default)]
     pub double_opt_in: Option<bool>,
@@ -75,6 +78,7 @@ pub struct Member {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MembersChange {
     /// 1 to 1,000 contact ids.
+    #[schema(min_items = 1, max_items = 1000)]
     pub contact_ids: Vec<String>,
 }
 
@@ -111,12 +115,8 @@ fn list_key(ws: &str, id: &str) -> Key {
 }
 
 fn check_text(field: &str, v: &str, max: usize, errors: &mut Vec<FieldError>) {
-    let n = v.trim().chars().count();
-    if n == 0 || n > max {
-        errors.push(FieldError::new(
-            field,
-            format!("must be 1 to {max} characters"),
-        ));
+    if let Err(reason) = crate::model::parse_text(v, max) {
+        errors.push(FieldError::new(field, reason));
     }
 }
 

@@ -26,12 +26,14 @@ pub struct Suppression {
 /// `POST /v1/suppressions` body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddSuppression {
+    #[schema(format = Email)]
     pub email: String,
     /// Defaults to `manual`.
     #[serde(default)]
     pub reason: Option<SuppressionReason>,
     /// Defaults to `api`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub source: Option<String>,
 }
 
@@ -79,14 +81,12 @@ pub async fn add(
 ) -> AppResult<(Suppression, bool)> {
     let email = EmailAddress::parse(&input.email)
         .map_err(|reason| AppError::invalid("/email", format!("{:?} {reason}", input.email)))?;
-    let source = input.source.unwrap_or_else(|| "api".into());
-    if source.trim().is_empty() || source.len() > 200 {
-        return Err(AppError::invalid("/source", "must be 1 to 200 characters"));
-    }
+    let source = crate::model::parse_text(input.source.as_deref().unwrap_or("api"), 200)
+        .map_err(|reason| AppError::invalid("/source", reason))?;
     let s = Suppression {
         email: email.as_str().to_string(),
         reason: input.reason.unwrap_or(SuppressionReason::Manual),
-        source: source.trim().to_string(),
+        source,
         created_at: Utc::now(),
     };
     match store

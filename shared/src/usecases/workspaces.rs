@@ -35,6 +35,7 @@ pub struct Workspace {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateWorkspace {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: String,
 }
 
@@ -42,15 +43,16 @@ pub struct CreateWorkspace {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct WorkspacePatch {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub company_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub postal_address: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::serde_util::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000, pattern = r"^https?://[^\s\x00-\x1f\x7f-\x9f/]+(/[^\s\x00-\x1f\x7f-\x9f]*)?$")]
     pub public_url: Option<Option<String>>,
 }
 
@@ -80,6 +82,7 @@ pub struct ApiKey {
 /// `POST /v1/api-keys` body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateApiKey {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: String,
     pub scope: Scope,
 }
@@ -121,18 +124,18 @@ fn new_secret() -> String {
 }
 
 fn check_name(field: &str, name: &str, errors: &mut Vec<FieldError>) {
-    let len = name.trim().chars().count();
-    if len == 0 || len > 200 {
-        errors.push(FieldError::new(field, "must be 1 to 200 characters"));
+    if let Err(reason) = crate::model::parse_text(name, 200) {
+        errors.push(FieldError::new(field, reason));
     }
 }
 
 fn check_public_url(url: &str) -> Result<String, &'static str> {
-    let url = url.trim().trim_end_matches('/');
-    let ok = (url.starts_with("https://") || url.starts_with("http://"))
-        && url.len() <= 2000
-        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty())
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let host = rest.map(|r| r.split('/').next().unwrap_or_default());
+    let ok = host.is_some_and(|h| !h.is_empty())
+        && url.chars().count() <= 2000
         && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    let url = url.trim_end_matches('/');
     if ok {
         Ok(url.to_string())
     } else {
@@ -242,11 +245,10 @@ pub async fn patch_workspace(
         ("postal_address", &patch.postal_address),
     ] {
         match value {
-            Some(Some(v)) if v.trim().is_empty() || v.len() > 1000 => errors.push(FieldError::new(
-                format!("/{field}"),
-                "must be 1 to 1000 characters",
-            )),
-            Some(Some(v)) => update = update.set(field, Value::S(v.trim().to_string())),
+            Some(Some(v)) => match crate::model::parse_text(v, 1000) {
+                Ok(t) => update = update.set(field, Value::S(t)),
+                Err(reason) => errors.push(FieldError::new(format!("/{field}"), reason)),
+            },
             Some(None) => update = update.remove(field),
             None => {}
         }
