@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by scripts/test.sh and scripts/package.sh (sourced, not run).
 # Callers set `set -euo pipefail` and ROOT (the repository root) first.
 
@@ -98,8 +99,8 @@ stop_pid() {
   [ -n "$pid" ] || return 0
   kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for i in $(seq 1 50); do
+  local _
+  for _ in $(seq 1 50); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
