@@ -146,18 +146,28 @@ run_schemathesis() {
   if [ -n "${SCHEMATHESIS_SEED:-}" ]; then
     seed=(--seed "$SCHEMATHESIS_SEED")
   fi
-  local report_dir
-  report_dir="$(cargo_target_dir)/schemathesis"
+  # Run from the target dir: schemathesis keeps its cache (.schemathesis/, replayed
+  # crashes first) in the working directory, which must not be the repository.
+  local work_dir
+  work_dir="$(cargo_target_dir)/schemathesis"
+  mkdir -p "$work_dir"
+  local config=()
+  if [ -f "$ROOT/schemathesis.toml" ]; then
+    config=(--config-file "$ROOT/schemathesis.toml")
+  fi
   local rc=0
   # Bounded: N examples per operation, and a hard stop well inside CI's budget.
-  timeout --signal=INT --kill-after=30 600 \
-    "$VENV/bin/schemathesis" run "$base/openapi.json" \
-    --checks all \
-    --header "Authorization: Bearer $api_key" \
-    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-20}" \
-    --request-timeout 10 \
-    --report junit --report-junit-path "$report_dir/junit.xml" \
-    "${seed[@]}" || rc=$?
+  (
+    cd "$work_dir"
+    timeout --signal=INT --kill-after=30 600 \
+      "$VENV/bin/schemathesis" "${config[@]}" run "$base/openapi.json" \
+      --checks all \
+      --header "Authorization: Bearer $api_key" \
+      --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-20}" \
+      --request-timeout 10 \
+      --report junit --report-junit-path "$work_dir/junit.xml" \
+      "${seed[@]}"
+  ) || rc=$?
   if [ "$rc" -ne 0 ]; then
     printf 'runner log (last 30 lines):\n' >&2
     tail -n 30 "$RUN_DIR/runner.log" >&2 || true

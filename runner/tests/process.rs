@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -46,7 +50,11 @@ fn serve(data: &std::path::Path) -> Server {
     }
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in reader.lines() {});
-    Server { child, url: format!("http://127.0.0.1:{port}"), stderr_lines: lines }
+    Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        stderr_lines: lines,
+    }
 }
 
 fn demo_key(lines: &[String]) -> String {
@@ -63,7 +71,11 @@ async fn first_start_prints_a_key_and_a_curl_line_that_work() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = serve(dir.path());
     let key = demo_key(&server.stderr_lines);
-    let curl = server.stderr_lines.iter().find(|l| l.trim().starts_with("curl ")).expect("a curl line");
+    let curl = server
+        .stderr_lines
+        .iter()
+        .find(|l| l.trim().starts_with("curl "))
+        .expect("a curl line");
     assert!(curl.contains(&key) && curl.contains(&server.url));
     let res = reqwest::Client::new()
         .post(format!("{}/v1/contacts", server.url))
@@ -78,9 +90,17 @@ async fn first_start_prints_a_key_and_a_curl_line_that_work() {
 
     // A second start reuses the workspace and prints no new key.
     let mut again = serve(dir.path());
-    assert!(again.stderr_lines.iter().all(|l| !l.trim().starts_with("mp_")));
+    assert!(
+        again
+            .stderr_lines
+            .iter()
+            .all(|l| !l.trim().starts_with("mp_"))
+    );
     let res = reqwest::Client::new()
-        .get(format!("{}/v1/contacts/by-email/ana@example.com", again.url))
+        .get(format!(
+            "{}/v1/contacts/by-email/ana@example.com",
+            again.url
+        ))
         .bearer_auth(&key)
         .send()
         .await
@@ -114,8 +134,17 @@ async fn sigkill_loses_nothing_that_was_acknowledged() {
 
     let mut again = serve(dir.path());
     for id in &acknowledged {
-        let res = client.get(format!("{}/v1/contacts/{id}", again.url)).bearer_auth(&key).send().await.unwrap();
-        assert_eq!(res.status(), 200, "contact {id} was acknowledged before the kill");
+        let res = client
+            .get(format!("{}/v1/contacts/{id}", again.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "contact {id} was acknowledged before the kill"
+        );
     }
     again.child.kill().unwrap();
     again.child.wait().unwrap();
@@ -125,7 +154,10 @@ async fn sigkill_loses_nothing_that_was_acknowledged() {
 fn ctrl_c_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = serve(dir.path());
-    let status = Command::new("kill").args(["-INT", &server.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -133,7 +165,10 @@ fn ctrl_c_shuts_down_cleanly() {
             assert!(code.success(), "exit status {code:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "server did not stop after SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "server did not stop after SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -146,7 +181,11 @@ fn workspace_create_prints_json_and_refuses_a_data_dir_in_use() {
         .env("MAILPILOT_DATA", dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let created: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert!(created["workspace_id"].as_str().unwrap().starts_with("ws_"));
     assert!(created["api_key"].as_str().unwrap().starts_with("mp_"));

@@ -88,4 +88,3 @@ impl From<LimitError> for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
-

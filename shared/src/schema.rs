@@ -25,7 +25,11 @@ pub struct IpAddress;
 
 impl PartialSchema for IpAddress {
     fn schema() -> RefOr<Schema> {
-        let of = |f| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(f)));
+        let of = |f| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(f)))
+        };
         OneOfBuilder::new()
             .item(of(KnownFormat::Ipv4))
             .item(of(KnownFormat::Ipv6))
@@ -42,7 +46,10 @@ impl PartialSchema for Attributes {
         ObjectBuilder::new()
             .schema_type(Type::Object)
             .property_names(Some(
-                ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(128)),
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(128)),
             ))
             .description(Some("Any JSON values under names of 1 to 128 characters"))
             .into()

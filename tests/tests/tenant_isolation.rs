@@ -178,7 +178,11 @@ async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() 
             a.status,
             a.body
         );
-        let given = if *method == Method::PUT { path.as_str() } else { "" };
+        let given = if *method == Method::PUT {
+            path.as_str()
+        } else {
+            ""
+        };
         if let Some(leak) = leaks(&a.body, &f, &app.workspace_id, given) {
             panic!("{what} answered with workspace A's {leak}: {}", a.body);
         }

@@ -143,7 +143,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
         };
         let cursor = match params.remove("cursor") {
             Some(c) if c.is_empty() => {
-                return Err(AppError::bad_request("cursor", "must not be empty; leave it out for the first page"));
+                return Err(AppError::bad_request(
+                    "cursor",
+                    "must not be empty; leave it out for the first page",
+                ));
             }
             other => other,
         };

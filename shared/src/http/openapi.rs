@@ -69,9 +69,14 @@ impl Modify for Conventions {
             if let Some(op) = item.get.as_mut() {
                 add_conventions(op, true);
             }
-            for op in [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete]
-                .into_iter()
-                .flatten()
+            for op in [
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
             {
                 add_conventions(op, false);
             }

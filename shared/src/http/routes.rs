@@ -13,7 +13,9 @@ use super::AppState;
 use super::extract::{ApiJson, ListQuery, Pagination, PathParam};
 use crate::error::{AppError, AppResult};
 use crate::model::{ContactStatus, SuppressionReason};
-use crate::usecases::contacts::{Contact, ContactCreate, ContactFilter, ContactInput, ContactUpsert};
+use crate::usecases::contacts::{
+    Contact, ContactCreate, ContactFilter, ContactInput, ContactUpsert,
+};
 use crate::usecases::jobs::{self, Job};
 use crate::usecases::lists::{
     self, CreateList, List, ListPatch, Member, MembersChange, MembersChanged,

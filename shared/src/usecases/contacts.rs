@@ -155,7 +155,6 @@ impl From<ContactUpsert> for ContactInput {
     }
 }
 
-
 /// Filters for listing contacts.
 #[derive(Debug, Default, Clone)]
 pub struct ContactFilter {
@@ -175,7 +174,6 @@ fn email_key(ws: &str, email: &str) -> Key {
 fn external_id_key(ws: &str, ext: &str) -> Key {
     Key::new(keys::ws(ws, keys::EXTERNAL_IDS), ext)
 }
-
 
 fn depth(v: &Json) -> usize {
     match v {
@@ -234,7 +232,12 @@ fn apply(rec: &mut ContactRecord, input: &ContactInput, errors: &mut Vec<FieldEr
     );
     match &input.consent {
         Some(Some(c)) => match crate::model::parse_text(&c.source, 200) {
-            Ok(source) => rec.consent = Some(Consent { source, ..c.clone() }),
+            Ok(source) => {
+                rec.consent = Some(Consent {
+                    source,
+                    ..c.clone()
+                })
+            }
             Err(reason) => errors.push(FieldError::new("/consent/source", reason)),
         },
         Some(None) => rec.consent = None,
@@ -505,7 +508,9 @@ pub async fn upsert_by_email(
         };
         match create(store, ws, create_input).await {
             // Created by someone else between the lookup and the create: update it.
-            Err(AppError::Conflict { errors, .. }) if errors.iter().any(|e| e.field == "/email") => {
+            Err(AppError::Conflict { errors, .. })
+                if errors.iter().any(|e| e.field == "/email") =>
+            {
                 continue;
             }
             other => return other.map(|c| (c, true)),

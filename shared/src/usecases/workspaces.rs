@@ -35,7 +35,11 @@ pub struct Workspace {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateWorkspace {
     /// 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
 }
 
@@ -43,7 +47,11 @@ pub struct CreateWorkspace {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct WorkspacePatch {
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "crate::serde_util::double_option")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
@@ -82,7 +90,11 @@ pub struct ApiKey {
 /// `POST /v1/api-keys` body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateApiKey {
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     pub scope: Scope,
 }
@@ -130,7 +142,9 @@ fn check_name(field: &str, name: &str, errors: &mut Vec<FieldError>) {
 }
 
 fn check_public_url(url: &str) -> Result<String, &'static str> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
     let host = rest.map(|r| r.split('/').next().unwrap_or_default());
     let ok = host.is_some_and(|h| !h.is_empty())
         && url.chars().count() <= 2000
