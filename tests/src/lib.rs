@@ -1,3 +1,4 @@
 pub mod app;
 pub mod aws;
 pub mod conformance;
+pub mod faults;

@@ -29,7 +29,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 #[derive(Parser, Debug)]
-#[command(name = "loadgen", about = "closed-loop HTTP load generator (loopback only)")]
+#[command(
+    name = "loadgen",
+    about = "closed-loop HTTP load generator (loopback only)"
+)]
 struct Args {
     /// The URL to GET, e.g. http://127.0.0.1:8080/v1/contacts/ct_...
     url: String,
@@ -142,8 +145,7 @@ async fn worker(shared: Arc<Shared>) -> Result<WorkerOut> {
     let mut sender: Option<Sender> = None;
     loop {
         let now = Instant::now();
-        if now >= shared.end || shared.sent.fetch_add(1, Ordering::Relaxed) >= shared.max_requests
-        {
+        if now >= shared.end || shared.sent.fetch_add(1, Ordering::Relaxed) >= shared.max_requests {
             break;
         }
         let s = match sender.as_mut() {
@@ -212,7 +214,8 @@ fn main() -> Result<()> {
     if args.connections == 0 || args.connections > 1024 {
         bail!("--connections must be 1..=1024");
     }
-    if !(args.duration > 0.0 && args.duration <= 600.0) || !(0.0..=120.0).contains(&args.warmup) {
+    let duration_ok = args.duration > 0.0 && args.duration <= 600.0;
+    if !duration_ok || !(0.0..=120.0).contains(&args.warmup) {
         bail!("--duration must be in (0, 600] and --warmup in [0, 120]");
     }
     let target = parse_target(&args)?;

@@ -297,8 +297,13 @@ fn view(rec: ContactRecord, status: ContactStatus) -> Contact {
 }
 
 async fn with_status(store: &dyn Store, ws: &str, rec: ContactRecord) -> AppResult<Contact> {
-    let reason = suppressions::reason_for(store, ws, &rec.email).await?;
-    Ok(view(rec, ContactStatus::from_suppression(reason)))
+    let status = status_of(store, ws, &rec.email).await?;
+    Ok(view(rec, status))
+}
+
+async fn status_of(store: &dyn Store, ws: &str, email: &str) -> AppResult<ContactStatus> {
+    let reason = suppressions::reason_for(store, ws, email).await?;
+    Ok(ContactStatus::from_suppression(reason))
 }
 
 /// Creates a contact; a duplicate email or external id is a 409 naming the field.
@@ -342,8 +347,11 @@ pub async fn create(store: &dyn Store, ws: &str, input: ContactInput) -> AppResu
             cond: Some(Cond::ItemNotExists),
         });
     }
+    // Every read happens before the write: once the transaction commits, the answer
+    // cannot fail any more (a failure would tell the client "not created" wrongly).
+    let status = status_of(store, ws, &rec.email).await?;
     match store.transact(actions).await {
-        Ok(()) => with_status(store, ws, rec).await,
+        Ok(()) => Ok(view(rec, status)),
         Err(StoreError::TransactionCanceled { failed }) if failed.get(1) == Some(&true) => Err(
             AppError::conflict("/email", "a contact with this email already exists"),
         ),
@@ -459,8 +467,9 @@ pub async fn patch(
                 });
             }
         }
+        let status = status_of(store, ws, &rec.email).await?;
         match store.transact(actions).await {
-            Ok(()) => return with_status(store, ws, rec).await,
+            Ok(()) => return Ok(view(rec, status)),
             Err(StoreError::TransactionCanceled { failed }) => {
                 if email_moved && failed.get(1) == Some(&true) {
                     return Err(AppError::conflict(

@@ -31,7 +31,7 @@ const T_NS: u8 = 8;
 const T_BS: u8 = 9;
 
 /// Encodes an item (attributes sorted by name, so equal items give equal bytes).
-pub(crate) fn encode_item(item: &Item) -> Vec<u8> {
+pub fn encode_item(item: &Item) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.push(FORMAT_VERSION);
     encode_map(&mut out, item);
@@ -258,7 +258,7 @@ pub(crate) fn push_part(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The encoded key of the parts, in order.
-pub(crate) fn key_of(parts: &[&str]) -> Vec<u8> {
+pub fn key_of(parts: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 2).sum());
     for p in parts {
         push_part(&mut out, p);

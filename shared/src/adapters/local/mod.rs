@@ -1,5 +1,6 @@
 //! Local adapters: the embedded store (redb).
 
-mod codec;
+/// The on-disk encodings of keys and items (public for the raw-redb benchmark).
+pub mod codec;
 mod eval;
 pub mod store;
