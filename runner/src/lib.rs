@@ -131,6 +131,7 @@ pub async fn start_with_store(
         admin_token: settings.admin_token.clone().or(secrets.admin_token.clone()),
         sealer: Sealer::new(&secrets.encryption_key),
         jobs: JobDriver::Background,
+        cache_keys: true,
     };
     let state = AppState::new(
         dyn_store.clone(),

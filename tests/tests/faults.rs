@@ -38,6 +38,7 @@ async fn harness(fault: Fault) -> Harness {
         admin_token: None,
         sealer: Sealer::new(&SecretsDoc::generate().encryption_key),
         jobs: JobDriver::OnPoll,
+        cache_keys: false,
     };
     let router = http::router(AppState::new(
         faulty.clone(),

@@ -16,6 +16,7 @@ pub fn app(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> axum::
         sealer: Sealer::new(&secrets.encryption_key),
         // Nothing runs after a Lambda answers: each poll of a job advances it.
         jobs: JobDriver::OnPoll,
+        cache_keys: false,
     };
     let limiter = RateLimiter::store(key_rate, store.clone());
     http::router(AppState::new(store, config, limiter))

@@ -1,6 +1,9 @@
 //! Authentication: `Authorization: Bearer <api key>` for the workspace API (with the
 //! key's scope and rate limit), and the admin token for creating workspaces.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use axum::extract::{Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
@@ -11,7 +14,51 @@ use super::AppState;
 use crate::error::AppError;
 use crate::model::scope::Access;
 use crate::ratelimit::Verdict;
-use crate::usecases::workspaces;
+use crate::usecases::workspaces::{self, Principal};
+
+/// API keys already resolved, by the SHA-256 of the secret (see `Config::cache_keys`).
+#[derive(Default)]
+pub struct KeyCache(RwLock<HashMap<String, Principal>>);
+
+/// Most keys remembered; past that the cache starts over.
+const KEY_CACHE_MAX: usize = 10_000;
+
+impl KeyCache {
+    fn get(&self, hash: &str) -> Option<Principal> {
+        self.0.read().ok()?.get(hash).cloned()
+    }
+
+    fn insert(&self, hash: String, principal: Principal) {
+        if let Ok(mut map) = self.0.write() {
+            if map.len() >= KEY_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(hash, principal);
+        }
+    }
+
+    /// Forgets every key (after a revocation).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.0.write() {
+            map.clear();
+        }
+    }
+}
+
+async fn resolve(state: &AppState, secret: &str) -> Result<Option<Principal>, AppError> {
+    if !state.config.cache_keys {
+        return workspaces::authenticate(state.store(), secret).await;
+    }
+    let hash = workspaces::hash_key(secret);
+    if let Some(p) = state.keys.get(&hash) {
+        return Ok(Some(p));
+    }
+    let found = workspaces::authenticate(state.store(), secret).await?;
+    if let Some(p) = &found {
+        state.keys.insert(hash, p.clone());
+    }
+    Ok(found)
+}
 
 fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -40,7 +87,7 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
     if secret.len() > 200 {
         return AppError::Unauthorized("the API key is not valid").into_response();
     }
-    let principal = match workspaces::authenticate(state.store(), secret).await {
+    let principal = match resolve(&state, secret).await {
         Ok(Some(p)) => p,
         Ok(None) => return AppError::Unauthorized("the API key is not valid").into_response(),
         Err(e) => return e.into_response(),

@@ -37,6 +37,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub sealer: Sealer,
     pub jobs: JobDriver,
+    /// Remember resolved API keys in memory. Only for a process that sees every
+    /// revocation (the runner): revoking clears the cache, so a revoked key stops at
+    /// once. Lambda instances cannot see each other's revocations and do not cache.
+    pub cache_keys: bool,
 }
 
 #[derive(Clone)]
@@ -46,6 +50,7 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub config: Config,
     pub limiter: RateLimiter,
+    pub(crate) keys: auth::KeyCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -61,6 +66,7 @@ impl AppState {
             store,
             config,
             limiter,
+            keys: auth::KeyCache::default(),
         }))
     }
 

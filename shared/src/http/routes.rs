@@ -221,6 +221,7 @@ pub async fn revoke_api_key(
         ));
     }
     workspaces::revoke_api_key(s.store(), ws(&p), &id).await?;
+    s.keys.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 
