@@ -194,11 +194,14 @@ async fn api_keys_are_shown_once_scoped_and_revocable() {
             .status,
         StatusCode::UNAUTHORIZED
     );
-    assert!(!app.get(&format!("/v1/api-keys/{id}")).await.body["revoked_at"].is_null());
-    // Revoking again is fine.
+    assert_eq!(
+        app.get(&format!("/v1/api-keys/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A revoked key is gone: revoking it again finds nothing.
     assert_eq!(
         app.delete(&format!("/v1/api-keys/{id}")).await.status,
-        StatusCode::NO_CONTENT
+        StatusCode::NOT_FOUND
     );
 }
 
@@ -844,4 +847,17 @@ async fn deleting_workspace_data_leaves_nothing_but_the_workspace_keys_and_job()
             .len(),
         5
     );
+}
+
+#[tokio::test]
+async fn a_location_built_from_an_email_points_at_that_email() {
+    let app = spawn_app().await;
+    let a = app
+        .post("/v1/suppressions", json!({"email": "a/b+c@x.example"}))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let location = a.headers["location"].to_str().unwrap().to_string();
+    assert_eq!(location, "/v1/suppressions/a%2Fb%2Bc@x.example");
+    assert_eq!(app.get(&location).await.body["email"], "a/b+c@x.example");
+    assert_eq!(app.delete(&location).await.status, StatusCode::NO_CONTENT);
 }

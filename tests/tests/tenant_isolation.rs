@@ -214,7 +214,10 @@ async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() 
             .status,
         StatusCode::OK
     );
-    assert!(app.get(&format!("/v1/api-keys/{}", f.key_id)).await.body["revoked_at"].is_null());
+    assert_eq!(
+        app.get(&format!("/v1/api-keys/{}", f.key_id)).await.status,
+        StatusCode::OK
+    );
     assert_eq!(
         app.get(&format!("/v1/contacts/by-external-id/{}", f.external_id))
             .await

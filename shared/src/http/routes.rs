@@ -60,6 +60,20 @@ fn created<T: Serialize>(location: String, body: T) -> Response {
     res
 }
 
+/// Percent-encodes a value for one path segment (RFC 3986 unreserved characters and
+/// `@` stay as they are), so a `Location` built from user data points where it says.
+fn path_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn ws(p: &Principal) -> &str {
     &p.workspace_id
 }
@@ -469,7 +483,10 @@ pub async fn add_suppression(
 ) -> AppResult<Response> {
     let (sup, new) = suppressions::add(s.store(), ws(&p), input).await?;
     if new {
-        Ok(created(format!("/v1/suppressions/{}", sup.email), sup))
+        Ok(created(
+            format!("/v1/suppressions/{}", path_segment(&sup.email)),
+            sup,
+        ))
     } else {
         Ok(Json(sup).into_response())
     }
@@ -523,4 +540,15 @@ pub async fn remove_suppression(
 ) -> AppResult<StatusCode> {
     suppressions::remove(s.store(), ws(&p), &email).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn path_segments_escape_slashes_and_non_ascii() {
+        assert_eq!(path_segment("a/b@x.example"), "a%2Fb@x.example");
+        assert_eq!(path_segment("ü?#"), "%C3%BC%3F%23");
+    }
 }

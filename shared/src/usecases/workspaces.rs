@@ -80,8 +80,6 @@ pub struct ApiKey {
     /// The first characters of the key, to recognise it.
     pub prefix: String,
     pub created_at: DateTime<Utc>,
-    #[serde(default)]
-    pub revoked_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "String::is_empty", default)]
     #[schema(ignore)]
     pub hash: String,
@@ -171,7 +169,6 @@ fn key_record_actions(
         scope,
         prefix: secret.chars().take(10).collect(),
         created_at: now,
-        revoked_at: None,
         hash: hash.clone(),
     };
     let (ppk, psk) = keys::api_key_pointer(&hash);
@@ -351,19 +348,15 @@ pub async fn get_api_key(store: &dyn Store, ws_id: &str, key_id: &str) -> AppRes
     get_key_record(store, ws_id, key_id).await.map(without_hash)
 }
 
-/// Revokes a key: its pointer goes (so it stops authenticating at once) and its record
-/// keeps `revoked_at` for the audit trail. Revoking twice is fine.
+/// Revokes a key: its record and its pointer go together, so it stops authenticating at
+/// once and reads as 404 afterwards (a DELETE leaves nothing behind).
 pub async fn revoke_api_key(store: &dyn Store, ws_id: &str, key_id: &str) -> AppResult<()> {
     let key = get_key_record(store, ws_id, key_id).await?;
-    if key.revoked_at.is_some() {
-        return Ok(());
-    }
     let (ppk, psk) = keys::api_key_pointer(&key.hash);
-    store
+    let result = store
         .transact(vec![
-            TxAction::Update {
+            TxAction::Delete {
                 key: Key::new(keys::ws(ws_id, keys::API_KEYS), key_id),
-                update: Update::new().set("revoked_at", Value::S(Utc::now().to_rfc3339())),
                 cond: Some(Cond::ItemExists),
             },
             TxAction::Delete {
@@ -371,8 +364,13 @@ pub async fn revoke_api_key(store: &dyn Store, ws_id: &str, key_id: &str) -> App
                 cond: None,
             },
         ])
-        .await?;
-    Ok(())
+        .await;
+    match result {
+        Ok(()) => Ok(()),
+        // Revoked by a concurrent call between our read and this write.
+        Err(e) if e.is_condition_failed() => Err(AppError::NotFound),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Resolves a bearer key to its workspace and scope; `None` when unknown or revoked.
