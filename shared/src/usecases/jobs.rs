@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Paged, from_item, lists, to_item};
+use super::{Paged, from_item, lists, page_of, to_item};
 use crate::error::{AppError, AppResult};
 use crate::keys;
 use crate::model::Id;
@@ -99,17 +99,7 @@ pub async fn list(
     limit: usize,
     cursor: Option<String>,
 ) -> AppResult<Paged<Job>> {
-    let page = store
-        .query(Query::partition(jobs_pk(ws)).limit(limit).cursor(cursor))
-        .await?;
-    Ok(Paged {
-        data: page
-            .items
-            .into_iter()
-            .map(from_item)
-            .collect::<AppResult<_>>()?,
-        next_cursor: page.cursor,
-    })
+    page_of(store, &jobs_pk(ws), limit, cursor).await
 }
 
 /// Unfinished jobs of every workspace: (workspace id, job id).

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Paged, contacts, from_item, to_item};
+use super::{Paged, contacts, from_item, page_of, to_item};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::keys;
 use crate::model::Id;
@@ -177,17 +177,7 @@ pub async fn list(
     limit: usize,
     cursor: Option<String>,
 ) -> AppResult<Paged<List>> {
-    let page = store
-        .query(Query::partition(lists_pk(ws)).limit(limit).cursor(cursor))
-        .await?;
-    Ok(Paged {
-        data: page
-            .items
-            .into_iter()
-            .map(from_item)
-            .collect::<AppResult<_>>()?,
-        next_cursor: page.cursor,
-    })
+    page_of(store, &lists_pk(ws), limit, cursor).await
 }
 
 pub async fn patch(store: &dyn Store, ws: &str, id: &str, patch: ListPatch) -> AppResult<List> {
@@ -357,67 +347,22 @@ pub async fn add_members(
         .into_iter()
         .map(|r| r.id)
         .collect();
-    let mut outcome: HashMap<String, MemberOutcome> = HashMap::new();
     let status = if list.double_opt_in {
         MemberStatus::Pending
     } else {
         MemberStatus::Subscribed
     };
-    let mut changed = 0;
     let candidates: Vec<String> = valid.into_iter().filter(|id| found.contains(id)).collect();
-    for chunk in candidates.chunks(PER_TX) {
-        let mut pending: Vec<String> = chunk.to_vec();
-        for _attempt in 0..4 {
-            let existing = existing_members(store, ws, list_id, &pending).await?;
-            for id in &existing {
-                outcome.insert(id.clone(), MemberOutcome::AlreadyMember);
-            }
-            pending.retain(|id| !existing.contains(id));
-            if pending.is_empty() {
-                break;
-            }
-            let now = Utc::now();
-            let mut actions = Vec::with_capacity(pending.len() * 2 + 1);
-            for id in &pending {
-                let member = Member {
-                    contact_id: id.clone(),
-                    status,
-                    added_at: now,
-                };
-                actions.push(TxAction::Put {
-                    item: to_item(&keys::list_members(ws, list_id), id, &member)?,
-                    cond: Some(Cond::ItemNotExists),
-                });
-                actions.push(TxAction::Put {
-                    item: to_item(&keys::contact_lists(ws, id), list_id, &member)?,
-                    cond: None,
-                });
-            }
-            actions.push(TxAction::Update {
-                key: list_key(ws, list_id),
-                update: Update::new().add("member_count", pending.len() as i64),
-                cond: Some(Cond::ItemExists),
-            });
-            match store.transact(actions).await {
-                Ok(()) => {
-                    changed += pending.len();
-                    for id in pending.drain(..) {
-                        outcome.insert(id, MemberOutcome::Added);
-                    }
-                    break;
-                }
-                Err(StoreError::TransactionCanceled { failed }) if failed.last() == Some(&true) => {
-                    return Err(AppError::NotFound);
-                }
-                // A concurrent call added some of them, or a conflict: classify again.
-                Err(e) if e.is_condition_failed() || e.is_retryable() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !pending.is_empty() {
-            return Err(AppError::Store(StoreError::Throttled));
-        }
-    }
+    let mut outcome = HashMap::new();
+    let changed = apply(
+        store,
+        ws,
+        list_id,
+        &candidates,
+        Change::Add(status),
+        &mut outcome,
+    )
+    .await?;
     Ok(MembersChanged {
         data: results(&change.contact_ids, &dups, &outcome),
         changed,
@@ -438,46 +383,109 @@ pub async fn remove_members(
         .iter()
         .map(|id| (id.clone(), MemberOutcome::NotMember))
         .collect();
-    let mut changed = 0;
     let valid: Vec<String> = ids
         .into_iter()
         .filter(|id| Id::is_valid(Id::CONTACT, id))
         .collect();
-    for chunk in valid.chunks(PER_TX) {
+    let changed = apply(store, ws, list_id, &valid, Change::Remove, &mut outcome).await?;
+    Ok(MembersChanged {
+        data: results(&change.contact_ids, &dups, &outcome),
+        changed,
+    })
+}
+
+/// One direction of a bulk membership change.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Add(MemberStatus),
+    Remove,
+}
+
+/// Applies a change to `candidates`, `PER_TX` contacts per transaction: both membership
+/// items of each contact and the list's counter move together. A transaction that a
+/// concurrent call made stale (a condition failed) is classified again and retried, so
+/// each membership is counted exactly once. Returns how many memberships changed.
+async fn apply(
+    store: &dyn Store,
+    ws: &str,
+    list_id: &str,
+    candidates: &[String],
+    change: Change,
+    outcome: &mut HashMap<String, MemberOutcome>,
+) -> AppResult<usize> {
+    let mut changed = 0;
+    for chunk in candidates.chunks(PER_TX) {
         let mut pending: Vec<String> = chunk.to_vec();
         for _attempt in 0..4 {
             let existing = existing_members(store, ws, list_id, &pending).await?;
-            pending.retain(|id| existing.contains(id));
+            match change {
+                Change::Add(_) => {
+                    for id in &existing {
+                        outcome.insert(id.clone(), MemberOutcome::AlreadyMember);
+                    }
+                    pending.retain(|id| !existing.contains(id));
+                }
+                Change::Remove => pending.retain(|id| existing.contains(id)),
+            }
             if pending.is_empty() {
                 break;
             }
+            let now = Utc::now();
             let mut actions = Vec::with_capacity(pending.len() * 2 + 1);
             for id in &pending {
-                actions.push(TxAction::Delete {
-                    key: Key::new(keys::list_members(ws, list_id), id),
-                    cond: Some(Cond::ItemExists),
-                });
-                actions.push(TxAction::Delete {
-                    key: Key::new(keys::contact_lists(ws, id), list_id),
-                    cond: None,
-                });
+                let member_key = Key::new(keys::list_members(ws, list_id), id);
+                let reverse_key = Key::new(keys::contact_lists(ws, id), list_id);
+                match change {
+                    Change::Add(status) => {
+                        let member = Member {
+                            contact_id: id.clone(),
+                            status,
+                            added_at: now,
+                        };
+                        actions.push(TxAction::Put {
+                            item: to_item(&member_key.pk, &member_key.sk, &member)?,
+                            cond: Some(Cond::ItemNotExists),
+                        });
+                        actions.push(TxAction::Put {
+                            item: to_item(&reverse_key.pk, &reverse_key.sk, &member)?,
+                            cond: None,
+                        });
+                    }
+                    Change::Remove => {
+                        actions.push(TxAction::Delete {
+                            key: member_key,
+                            cond: Some(Cond::ItemExists),
+                        });
+                        actions.push(TxAction::Delete {
+                            key: reverse_key,
+                            cond: None,
+                        });
+                    }
+                }
             }
+            let n = pending.len() as i64;
+            let (delta, done) = match change {
+                Change::Add(_) => (n, MemberOutcome::Added),
+                Change::Remove => (-n, MemberOutcome::Removed),
+            };
             actions.push(TxAction::Update {
                 key: list_key(ws, list_id),
-                update: Update::new().add("member_count", -(pending.len() as i64)),
+                update: Update::new().add("member_count", delta),
                 cond: Some(Cond::ItemExists),
             });
             match store.transact(actions).await {
                 Ok(()) => {
                     changed += pending.len();
                     for id in pending.drain(..) {
-                        outcome.insert(id, MemberOutcome::Removed);
+                        outcome.insert(id, done);
                     }
                     break;
                 }
+                // The list itself is gone.
                 Err(StoreError::TransactionCanceled { failed }) if failed.last() == Some(&true) => {
                     return Err(AppError::NotFound);
                 }
+                // A concurrent call changed some of them, or a conflict: classify again.
                 Err(e) if e.is_condition_failed() || e.is_retryable() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -486,10 +494,7 @@ pub async fn remove_members(
             return Err(AppError::Store(StoreError::Throttled));
         }
     }
-    Ok(MembersChanged {
-        data: results(&change.contact_ids, &dups, &outcome),
-        changed,
-    })
+    Ok(changed)
 }
 
 pub async fn members(
@@ -500,21 +505,7 @@ pub async fn members(
     cursor: Option<String>,
 ) -> AppResult<Paged<Member>> {
     get(store, ws, list_id).await?;
-    let page = store
-        .query(
-            Query::partition(keys::list_members(ws, list_id))
-                .limit(limit)
-                .cursor(cursor),
-        )
-        .await?;
-    Ok(Paged {
-        data: page
-            .items
-            .into_iter()
-            .map(from_item)
-            .collect::<AppResult<_>>()?,
-        next_cursor: page.cursor,
-    })
+    page_of(store, &keys::list_members(ws, list_id), limit, cursor).await
 }
 
 /// Takes a contact out of every list it is in (before the contact is deleted).

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::AppResult;
-use crate::ports::store::{Index, Item, PK, SK, TTL, Value};
+use crate::ports::store::{Index, Item, PK, Query, SK, Store, TTL, Value};
 
 /// Encodes a record as an item under the given key.
 pub fn to_item<T: Serialize>(pk: &str, sk: &str, record: &T) -> AppResult<Item> {
@@ -40,7 +40,22 @@ pub struct Paged<T> {
     pub next_cursor: Option<String>,
 }
 
-/// Splits a slice into chunks no larger than `n` (for batch and transaction limits).
-pub fn chunks<T: Clone>(items: &[T], n: usize) -> Vec<Vec<T>> {
-    items.chunks(n).map(|c| c.to_vec()).collect()
+/// One page of a partition's records, decoded.
+pub async fn page_of<T: DeserializeOwned>(
+    store: &dyn Store,
+    pk: &str,
+    limit: usize,
+    cursor: Option<String>,
+) -> AppResult<Paged<T>> {
+    let page = store
+        .query(Query::partition(pk).limit(limit).cursor(cursor))
+        .await?;
+    Ok(Paged {
+        data: page
+            .items
+            .into_iter()
+            .map(from_item)
+            .collect::<AppResult<_>>()?,
+        next_cursor: page.cursor,
+    })
 }

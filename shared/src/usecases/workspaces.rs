@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::{Paged, from_item, to_item};
+use super::{Paged, from_item, page_of, to_item};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::keys;
 use crate::model::{Id, Scope};
-use crate::ports::store::{Cond, Key, Query, Store, TxAction, Update, Value};
+use crate::ports::store::{Cond, Key, Store, TxAction, Update, Value};
 
 /// A workspace: a tenant, with the identity its mail is sent under.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -310,21 +310,10 @@ pub async fn list_api_keys(
     limit: usize,
     cursor: Option<String>,
 ) -> AppResult<Paged<ApiKey>> {
-    let page = store
-        .query(
-            Query::partition(keys::ws(ws_id, keys::API_KEYS))
-                .limit(limit)
-                .cursor(cursor),
-        )
-        .await?;
-    let data = page
-        .items
-        .into_iter()
-        .map(|i| from_item::<ApiKey>(i).map(without_hash))
-        .collect::<AppResult<_>>()?;
+    let page = page_of::<ApiKey>(store, &keys::ws(ws_id, keys::API_KEYS), limit, cursor).await?;
     Ok(Paged {
-        data,
-        next_cursor: page.cursor,
+        data: page.data.into_iter().map(without_hash).collect(),
+        next_cursor: page.next_cursor,
     })
 }
 
