@@ -13,6 +13,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::model::links::{LinkKeys, LinkKeysError};
+
 /// The secrets as stored (a JSON document: the runner's `secrets.json`, or the value of
 /// the AWS secret). Any string works as `encryption_key`: the AES key is its SHA-256.
 #[derive(Clone, Serialize, Deserialize)]
@@ -37,6 +39,12 @@ impl SecretsDoc {
             link_keys: Some(format!("k1:{}", hex::encode(l))),
             admin_token: None,
         }
+    }
+
+    /// The link-signing keys, parsed from the `MAILPILOT_LINK_KEYS`-style text in
+    /// `link_keys` (`kid1:secret1,kid2:secret2`: the first signs, all verify).
+    pub fn link_keys(&self) -> Result<LinkKeys, LinkKeysError> {
+        LinkKeys::parse(self.link_keys.as_deref().ok_or(LinkKeysError::Missing)?)
     }
 }
 

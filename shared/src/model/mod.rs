@@ -4,6 +4,7 @@
 pub mod contact;
 pub mod email;
 pub mod ids;
+pub mod links;
 pub mod scope;
 pub mod text;
 
