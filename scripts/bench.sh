@@ -30,11 +30,8 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 THREADS="${BENCH_THREADS:-2}"
 STORE_ARGS="${BENCH_STORE_ARGS:-}"
 
-log() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() {
-  printf 'error: %s\n' "$*" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh" # log, die, stop_pid
 
 for tool in cargo curl jq; do
   command -v "$tool" >/dev/null 2>&1 || die "needs $tool"
@@ -48,16 +45,7 @@ PIDS=()
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      # Bounded wait for a graceful stop, then SIGKILL.
-      for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid"
   done
   rm -rf "$WORK"
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::{
     KeyType, PointInTimeRecoveryStatus, ProjectionType, TimeToLiveStatus,
 };
@@ -201,26 +200,7 @@ fn the_architecture_parameter_defaults_to_x86_64() {
 // Against the AWS emulator (MAILPILOT_TEST_AWS_ENDPOINT; scripts/test.sh starts moto).
 
 fn emulator_client() -> Client {
-    let endpoint = match std::env::var("MAILPILOT_TEST_AWS_ENDPOINT") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => panic!(
-            "MAILPILOT_TEST_AWS_ENDPOINT is not set: run ./scripts/test.sh, or start \
-             `moto_server -p 5005` and set MAILPILOT_TEST_AWS_ENDPOINT=http://127.0.0.1:5005"
-        ),
-    };
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "template-tests",
-        ))
-        .endpoint_url(endpoint)
-        .build();
-    Client::from_conf(config)
+    mailpilot_tests::aws::dynamo_client()
 }
 
 fn unique_table(prefix: &str) -> String {
