@@ -1,3 +1,4 @@
 //! Ports: the small capability traits the use cases talk through.
 
+pub mod provider;
 pub mod store;
