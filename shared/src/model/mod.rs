@@ -5,6 +5,7 @@ pub mod contact;
 pub mod email;
 pub mod ids;
 pub mod links;
+pub mod message;
 pub mod scope;
 pub mod text;
 
