@@ -6,6 +6,7 @@ pub mod email;
 pub mod ids;
 pub mod links;
 pub mod scope;
+pub mod sender;
 pub mod text;
 
 pub use contact::{Consent, ContactStatus, Locale, SuppressionReason, TimeZone};
