@@ -7,6 +7,7 @@ pub mod ids;
 pub mod links;
 pub mod message;
 pub mod scope;
+pub mod sender;
 pub mod text;
 
 pub use contact::{Consent, ContactStatus, Locale, SuppressionReason, TimeZone};
