@@ -7,6 +7,7 @@ pub mod ids;
 pub mod links;
 pub mod scope;
 pub mod text;
+pub mod tracking;
 
 pub use contact::{Consent, ContactStatus, Locale, SuppressionReason, TimeZone};
 pub use email::{EmailAddress, EmailError};
