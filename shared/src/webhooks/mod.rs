@@ -10,6 +10,7 @@
 //!
 //! Every check fails closed: a rejected webhook is a 401 and records nothing.
 
+pub mod events;
 pub mod sns;
 pub mod svix;
 
