@@ -18,3 +18,4 @@ pub mod schema;
 pub mod secrets;
 pub mod serde_util;
 pub mod usecases;
+pub mod webhooks;

@@ -9,6 +9,7 @@ pub mod message;
 pub mod scope;
 pub mod sender;
 pub mod text;
+pub mod tracking;
 
 pub use contact::{Consent, ContactStatus, Locale, SuppressionReason, TimeZone};
 pub use email::{EmailAddress, EmailError};
