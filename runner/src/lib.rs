@@ -77,6 +77,89 @@ fn load_or_create_secrets(path: &Path) -> Result<SecretsDoc> {
     Ok(doc)
 }
 
+/// The campaign planner in the runner: the planning queue (persisted in the data dir),
+/// its worker, and the store-backed one-time scheduler polled every second.
+fn start_planner(
+    data_dir: &Path,
+    store: Arc<dyn Store>,
+    state: &AppState,
+) -> Result<tokio::task::JoinHandle<()>> {
+    use mailpilot_shared::adapters::local::queue::{LocalQueue, QueueOptions, open_queue_db};
+    use mailpilot_shared::adapters::local::scheduler::StoreScheduler;
+    use mailpilot_shared::http::campaigns::CampaignPorts;
+    use mailpilot_shared::ports::clock::{Clock, SystemClock};
+    use mailpilot_shared::ports::queue::Queue;
+    use mailpilot_shared::usecases::planner::{self, PlannerDeps};
+    use mailpilot_shared::usecases::send::{Directory, Incoming, Outcome, StaticDirectory};
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let db = open_queue_db(&data_dir.join("planning.redb"))
+        .map_err(|e| anyhow::anyhow!("opening the planning queue: {e}"))?;
+    let dead = Arc::new(LocalQueue::new(
+        "planning-dlq",
+        clock.clone(),
+        QueueOptions::default(),
+        None,
+    ));
+    let planning = Arc::new(
+        LocalQueue::persisted(
+            "planning",
+            db,
+            clock.clone(),
+            QueueOptions::default(),
+            Some(dead),
+        )
+        .map_err(|e| anyhow::anyhow!("opening the planning queue: {e}"))?,
+    );
+    let scheduler = Arc::new(StoreScheduler::new(store.clone()));
+    // The providers' directory replaces this once senders are wired into the runner.
+    let directory: Arc<dyn Directory> = Arc::new(StaticDirectory::default());
+    state.set_campaign_ports(CampaignPorts {
+        planning: planning.clone(),
+        scheduler: scheduler.clone(),
+        directory: directory.clone(),
+    });
+    Ok(tokio::spawn(async move {
+        let mut last_tick = clock.now() - chrono::Duration::seconds(1);
+        loop {
+            let now = clock.now();
+            if now - last_tick >= chrono::Duration::seconds(1) {
+                last_tick = now;
+                if let Err(e) = scheduler.take_due(now, planning.as_ref()).await {
+                    tracing::warn!(error = %e, "firing schedules failed");
+                }
+            }
+            let received = planning.receive(10).unwrap_or_default();
+            if received.is_empty() {
+                planning.wait(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+            let records: Vec<Incoming> = received
+                .iter()
+                .map(|r| Incoming {
+                    id: r.id.clone(),
+                    body: r.body.clone(),
+                })
+                .collect();
+            let deps = PlannerDeps {
+                store: store.as_ref(),
+                directory: directory.as_ref(),
+                planning: planning.as_ref(),
+                scheduler: scheduler.as_ref(),
+                clock: clock.as_ref(),
+            };
+            let outcomes = planner::handle_batch(&deps, &records).await;
+            for (r, o) in received.iter().zip(outcomes) {
+                let _ = match o {
+                    Outcome::Done => planning.delete(&r.receipt),
+                    Outcome::RetryAfter(secs) => planning.change_visibility(&r.receipt, secs).await,
+                    Outcome::Failed => Ok(()),
+                };
+            }
+        }
+    }))
+}
+
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
@@ -85,6 +168,7 @@ pub struct Running {
     pub demo: Option<workspaces::CreatedWorkspace>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    planner: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -96,6 +180,7 @@ impl Running {
     pub async fn stop(self) -> Result<()> {
         let _ = self.shutdown.send(());
         self.task.await??;
+        self.planner.abort();
         Ok(())
     }
 }
@@ -145,6 +230,7 @@ pub async fn start_with_store(
     {
         state.drive_job(&ws, &job);
     }
+    let planner = start_planner(&settings.data_dir, dyn_store.clone(), &state)?;
     let listener = TcpListener::bind(&settings.addr)
         .await
         .with_context(|| format!("binding {}", settings.addr))?;
@@ -164,5 +250,6 @@ pub async fn start_with_store(
         demo,
         shutdown: tx,
         task,
+        planner,
     })
 }

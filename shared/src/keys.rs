@@ -30,10 +30,16 @@ pub const IDEMPOTENCY: &str = "idem";
 /// Messages (sort key = message id) and their counters (daily caps, rates).
 pub const MESSAGES: &str = "msgs";
 pub const COUNTERS: &str = "counters";
+/// Campaigns (sort key = campaign id) and their runs (sort key = `<campaign>#<run>`).
+pub const CAMPAIGNS: &str = "campaigns";
+pub const CAMPAIGN_RUNS: &str = "cruns";
 
 /// Global pointer: a provider's message id → workspace and message (for events).
 pub fn provider_message(provider: &str, provider_message_id: &str) -> (String, String) {
-    (format!("provmsg#{provider}#{provider_message_id}"), "msg".into())
+    (
+        format!("provmsg#{provider}#{provider_message_id}"),
+        "msg".into(),
+    )
 }
 
 /// Members of one list: sort key = contact id.
@@ -48,7 +54,9 @@ pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
 
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 9] = [
+pub const DELETABLE_FAMILIES: [&str; 11] = [
+    CAMPAIGN_RUNS,
+    CAMPAIGNS,
     MESSAGES,
     COUNTERS,
     LISTS,

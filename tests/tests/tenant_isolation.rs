@@ -18,6 +18,7 @@ struct Fixtures {
     suppressed: String,
     key_id: String,
     job_id: String,
+    campaign_id: String,
 }
 
 async fn workspace_a(app: &TestApp) -> Fixtures {
@@ -53,7 +54,17 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         .post("/v1/api-keys", json!({"name": "a-key", "scope": "read"}))
         .await;
     let key_id = k.body["id"].as_str().unwrap().to_string();
+    let cmp = app
+        .post(
+            "/v1/campaigns",
+            json!({"name": "A's campaign", "sender_id": "snd_a", "list_ids": [list_id],
+                   "subject": "Hello", "text": "Hi"}),
+        )
+        .await;
+    assert_eq!(cmp.status, StatusCode::CREATED, "{}", cmp.body);
+    let campaign_id = cmp.body["id"].as_str().unwrap().to_string();
     Fixtures {
+        campaign_id,
         contact_id,
         email,
         external_id: "a-ext-1".into(),
@@ -78,6 +89,7 @@ fn substitute(template: &str, f: &Fixtures) -> String {
             HashMap::from([("id", f.list_id.as_str())])
         }
         "/v1/suppressions/{email}" => HashMap::from([("email", f.suppressed.as_str())]),
+        t if t.starts_with("/v1/campaigns/{id}") => HashMap::from([("id", f.campaign_id.as_str())]),
         other if other.contains('{') => {
             panic!("no tenant-isolation fixture for {other}: add one here")
         }
@@ -103,6 +115,10 @@ fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
         ("POST", "/v1/lists/{id}/members") | ("POST", "/v1/lists/{id}/members/remove") => {
             json!({"contact_ids": [f.contact_id]})
         }
+        // A's list cannot be a target of B's campaign (answered 422, naming the field).
+        ("POST", "/v1/campaigns") => json!({"name": "B's", "sender_id": "snd_b",
+            "list_ids": [f.list_id], "subject": "s", "text": "t"}),
+        ("PATCH", "/v1/campaigns/{id}") => json!({"name": "taken by B"}),
         ("POST", "/v1/suppressions") => json!({"email": "someone@b.example"}),
         ("POST", "/v1/api-keys") => json!({"name": "b", "scope": "full"}),
         ("POST", "/v1/workspaces") => json!({"name": "x"}),
@@ -141,6 +157,7 @@ fn leaks(body: &Value, f: &Fixtures, ws_a: &str, given: &str) -> Option<String> 
         &f.key_id,
         &f.job_id,
         &f.external_id,
+        &f.campaign_id,
     ]
     .into_iter()
     .filter(|needle| !given.contains(*needle))
@@ -189,6 +206,15 @@ async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() 
         match template.as_str() {
             // The admin route does not take workspace keys at all.
             "/v1/workspaces" => assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{what}"),
+            "/v1/campaigns" if *method == Method::POST => {
+                assert_eq!(
+                    a.status,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "{what}: {}",
+                    a.body
+                );
+                assert_eq!(a.body["errors"][0]["field"], "/list_ids/0", "{what}");
+            }
             // An upsert by email creates the caller's own contact: never A's.
             "/v1/contacts/by-email/{email}" if *method == Method::PUT => {
                 assert_eq!(a.status, StatusCode::CREATED, "{what}: {}", a.body)
@@ -224,6 +250,9 @@ async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() 
             .status,
         StatusCode::OK
     );
+    let cmp = app.get(&format!("/v1/campaigns/{}", f.campaign_id)).await;
+    assert_eq!(cmp.body["name"], "A's campaign");
+    assert_eq!(cmp.body["state"], "draft");
     assert_eq!(app.get("/v1/workspace").await.body["name"], "Demo");
 }
 

@@ -2,6 +2,7 @@
 //! the OpenAPI document. Served by functions/api in Lambda and by the runner locally.
 
 pub mod auth;
+pub mod campaigns;
 pub mod extract;
 pub mod idempotency;
 pub mod openapi;
@@ -51,6 +52,8 @@ pub struct Inner {
     pub config: Config,
     pub limiter: RateLimiter,
     pub(crate) keys: auth::KeyCache,
+    /// Planning queue, scheduler and sender directory for campaign actions.
+    campaigns: std::sync::OnceLock<campaigns::CampaignPorts>,
 }
 
 impl std::ops::Deref for AppState {
@@ -67,7 +70,17 @@ impl AppState {
             config,
             limiter,
             keys: auth::KeyCache::default(),
+            campaigns: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Enables campaign actions (launch, pause, …); set once at start.
+    pub fn set_campaign_ports(&self, ports: campaigns::CampaignPorts) {
+        let _ = self.0.campaigns.set(ports);
+    }
+
+    pub fn campaign_ports(&self) -> Option<&campaigns::CampaignPorts> {
+        self.0.campaigns.get()
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -99,6 +112,30 @@ pub async fn drive_to_end(store: Arc<dyn Store>, ws: String, job_id: String) {
             }
         }
     }
+}
+
+/// `/v1/campaigns` (issue 7).
+fn campaign_routes() -> Router<AppState> {
+    use campaigns::*;
+    Router::new()
+        .route("/v1/campaigns", get(list_campaigns).post(create_campaign))
+        .route(
+            "/v1/campaigns/{id}",
+            get(get_campaign)
+                .patch(patch_campaign)
+                .delete(delete_campaign),
+        )
+        .route("/v1/campaigns/{id}/launch", post(launch_campaign))
+        .route("/v1/campaigns/{id}/unschedule", post(unschedule_campaign))
+        .route("/v1/campaigns/{id}/pause", post(pause_campaign))
+        .route("/v1/campaigns/{id}/resume", post(resume_campaign))
+        .route("/v1/campaigns/{id}/cancel", post(cancel_campaign))
+        .route(
+            "/v1/campaigns/{id}/retry-failed",
+            post(retry_failed_campaign),
+        )
+        .route("/v1/campaigns/{id}/preflight", post(preflight_campaign))
+        .route("/v1/campaigns/{id}/messages", get(list_campaign_messages))
 }
 
 /// The whole HTTP API.
@@ -142,6 +179,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/suppressions/{email}",
             get(get_suppression).delete(remove_suppression),
         )
+        .merge(campaign_routes())
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

@@ -26,6 +26,11 @@ use super::routes;
         routes::create_list, routes::list_lists, routes::get_list, routes::patch_list, routes::delete_list,
         routes::list_members, routes::add_members, routes::remove_members,
         routes::add_suppression, routes::list_suppressions, routes::get_suppression, routes::remove_suppression,
+        super::campaigns::create_campaign, super::campaigns::list_campaigns, super::campaigns::get_campaign,
+        super::campaigns::patch_campaign, super::campaigns::delete_campaign, super::campaigns::launch_campaign,
+        super::campaigns::unschedule_campaign, super::campaigns::pause_campaign, super::campaigns::resume_campaign,
+        super::campaigns::cancel_campaign, super::campaigns::retry_failed_campaign,
+        super::campaigns::list_campaign_messages, super::campaigns::preflight_campaign,
     ),
     components(schemas(super::problem::Problem)),
     modifiers(&Conventions)

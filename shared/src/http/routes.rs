@@ -52,7 +52,7 @@ page_schema!(SuppressionPage, Suppression);
 page_schema!(ApiKeyPage, ApiKey);
 page_schema!(JobPage, Job);
 
-fn created<T: Serialize>(location: String, body: T) -> Response {
+pub(crate) fn created<T: Serialize>(location: String, body: T) -> Response {
     let mut res = (StatusCode::CREATED, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);

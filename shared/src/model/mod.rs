@@ -1,6 +1,7 @@
 //! The pure model: domain types that parse their input, and the rules over them.
 //! No I/O, no async, no AWS types.
 
+pub mod campaign;
 pub mod contact;
 pub mod email;
 pub mod ids;

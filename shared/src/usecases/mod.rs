@@ -1,11 +1,13 @@
 //! Use cases: what the product does, each a function over the ports. A reader finds
 //! "what happens when X" by opening one file here.
 
+pub mod campaigns;
 pub mod contacts;
 pub mod dispatch;
 pub mod jobs;
 pub mod lists;
 pub mod messages;
+pub mod planner;
 pub mod send;
 pub mod suppressions;
 pub mod workspaces;

@@ -133,6 +133,11 @@ struct Claimed {
 
 /// Handles one batch of records from a send queue.
 pub async fn handle_batch(deps: &SenderDeps<'_>, lane: Lane, records: &[Incoming]) -> Vec<Outcome> {
+    // Campaign counters: one write per run per batch.
+    super::campaigns::counting(deps.store, handle_records(deps, lane, records)).await
+}
+
+async fn handle_records(deps: &SenderDeps<'_>, lane: Lane, records: &[Incoming]) -> Vec<Outcome> {
     let mut outcomes = vec![Outcome::Failed; records.len()];
     let mut seen = HashSet::new();
     let mut claimed = Vec::new();
@@ -220,9 +225,7 @@ async fn claim(deps: &SenderDeps<'_>, rec: &SendRecord) -> AppResult<Claim> {
                     Err(e) => return Err(to_app(e)),
                 }
             }
-            MessageState::Planned | MessageState::Deferred
-                if m.due_at.is_some_and(|d| d > now) =>
-            {
+            MessageState::Planned | MessageState::Deferred if m.due_at.is_some_and(|d| d > now) => {
                 // Not due: the due index hands it over when it is.
                 return Ok(Claim::Outcome(Outcome::Done));
             }
@@ -418,7 +421,11 @@ pub async fn take_units(
     if n == 0 {
         return Ok(0);
     }
-    let add = |k: u64| Update::new().add("count", k as i64).set(TTL, val::n(expires));
+    let add = |k: u64| {
+        Update::new()
+            .add("count", k as i64)
+            .set(TTL, val::n(expires))
+    };
     let Some(cap) = cap else {
         store.update(key, add(n), None).await?;
         return Ok(n);
@@ -506,7 +513,11 @@ async fn send_claimed(
     for c in &claimed {
         let k = (c.m.workspace_id.clone(), c.m.sender_id.clone());
         if let std::collections::hash_map::Entry::Vacant(v) = routes.entry(k) {
-            match deps.directory.route(&c.m.workspace_id, &c.m.sender_id).await {
+            match deps
+                .directory
+                .route(&c.m.workspace_id, &c.m.sender_id)
+                .await
+            {
                 Ok(r) => {
                     v.insert(r);
                 }
@@ -542,9 +553,37 @@ async fn send_claimed(
             }
         }
     }
+    // Campaign messages: the campaign's state (paused, cancelled) and the run's content,
+    // read once per campaign and batch.
+    let gates =
+        super::campaigns::gates(deps.store, claimed.iter().filter_map(|c| campaign_of(&c.m))).await;
     // Decide per message; group those that may go by sender for the counters.
     let mut groups: BTreeMap<(String, String), Vec<Claimed>> = BTreeMap::new();
-    for c in claimed {
+    for mut c in claimed {
+        if let Some(key) = campaign_of(&c.m) {
+            match gates.get(&key) {
+                Some(super::campaigns::Gate::Send(content)) => {
+                    if c.content.is_none() && c.m.content.is_none() {
+                        c.content = Some(content.clone());
+                    }
+                }
+                Some(super::campaigns::Gate::Park) => {
+                    let until = now + Duration::seconds(super::campaigns::PARK_SECS);
+                    let o = defer(deps, &c.m, DeferReason::CampaignPaused, until).await;
+                    out.push((c.index, o));
+                    continue;
+                }
+                Some(super::campaigns::Gate::Cancel) => {
+                    let t = Transition::Skip(super::campaigns::CANCELLED);
+                    out.push((c.index, settle(deps, &c.m, t, |_| {}).await));
+                    continue;
+                }
+                None => {
+                    out.push((c.index, release(deps, &c.m).await));
+                    continue;
+                }
+            }
+        }
         let k = (c.m.workspace_id.clone(), c.m.sender_id.clone());
         let Some(Some(route)) = routes.get(&k) else {
             let o = if routes.contains_key(&k) {
@@ -562,7 +601,13 @@ async fn send_claimed(
             continue;
         };
         if route.paused {
-            let o = settle(deps, &c.m, Transition::Fail(FailReason::SenderPaused), |_| {}).await;
+            let o = settle(
+                deps,
+                &c.m,
+                Transition::Fail(FailReason::SenderPaused),
+                |_| {},
+            )
+            .await;
             out.push((c.index, o));
             continue;
         }
@@ -577,7 +622,10 @@ async fn send_claimed(
         {
             let opening = w.next_opening(now, parse_tz(c.m.time_zone.as_deref()));
             if opening > now {
-                out.push((c.index, defer(deps, &c.m, DeferReason::Window, opening).await));
+                out.push((
+                    c.index,
+                    defer(deps, &c.m, DeferReason::Window, opening).await,
+                ));
                 continue;
             }
         }
@@ -590,6 +638,15 @@ async fn send_claimed(
         out.extend(send_group(deps, lane, route, &ws, group, now).await);
     }
     out
+}
+
+/// (workspace, campaign, run) of a campaign's message.
+fn campaign_of(m: &MessageRecord) -> Option<(String, String, String)> {
+    Some((
+        m.workspace_id.clone(),
+        m.tags.get(super::campaigns::TAG_CAMPAIGN)?.clone(),
+        m.tags.get(super::campaigns::TAG_RUN)?.clone(),
+    ))
 }
 
 /// Hands a claimed message back without counting an attempt (queued again).
@@ -792,9 +849,14 @@ async fn send_one(deps: &SenderDeps<'_>, route: &Route, c: Claimed) -> Outcome {
             }
         }
         Err(SendError::Permanent { code, .. }) => {
-            settle(deps, m, Transition::Fail(FailReason::Permanent(code)), |n| {
-                n.attempts += 1;
-            })
+            settle(
+                deps,
+                m,
+                Transition::Fail(FailReason::Permanent(code)),
+                |n| {
+                    n.attempts += 1;
+                },
+            )
             .await
         }
         Err(SendError::Sender { code, .. }) => {
@@ -870,7 +932,11 @@ async fn record_sent(
 
 /// The dead-letter consumer: records that reached a DLQ mark their messages
 /// `failed(dead_letter)` (unless settled meanwhile). Every record is consumed.
-pub async fn handle_dead_letters(store: &dyn Store, clock: &dyn Clock, records: &[Incoming]) -> Vec<Outcome> {
+pub async fn handle_dead_letters(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    records: &[Incoming],
+) -> Vec<Outcome> {
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         let Ok(rec) = serde_json::from_str::<SendRecord>(&r.body) else {
@@ -891,7 +957,15 @@ pub async fn handle_dead_letters(store: &dyn Store, clock: &dyn Clock, records: 
             if m.state.is_settled() {
                 break;
             }
-            match transition(store, &m, Transition::Fail(FailReason::DeadLetter), clock.now(), |_| {}).await {
+            match transition(
+                store,
+                &m,
+                Transition::Fail(FailReason::DeadLetter),
+                clock.now(),
+                |_| {},
+            )
+            .await
+            {
                 Ok(_) | Err(TransitionError::Invalid(_)) => break,
                 Err(TransitionError::Conflict) => continue,
                 Err(TransitionError::App(_)) => {
