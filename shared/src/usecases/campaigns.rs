@@ -1031,6 +1031,12 @@ pub async fn retry_failed(deps: &LaunchDeps<'_>, ws: &str, id: &str) -> AppResul
         return Err(not_in_state(&c, "retry failed messages"));
     }
     let run = current_run(deps.store, ws, &c).await?;
+    let mut c = c;
+    if c.state == CampaignState::Completed && counts(deps.store, ws, &run.id).await?.failed > 0 {
+        // The run is sending again; the sweep's end completes it if nothing was retryable.
+        c.state = CampaignState::Sending;
+        save(deps.store, ws, &mut c).await?;
+    }
     enqueue(
         deps.planning,
         &PlanTask {

@@ -76,7 +76,12 @@ pub async fn handle_batch(deps: &PlannerDeps<'_>, records: &[Incoming]) -> Vec<O
 /// One planning-queue task.
 pub async fn step(deps: &PlannerDeps<'_>, task: &PlanTask) -> AppResult<()> {
     if let Some(sweep) = &task.sweep {
-        return campaigns::counting(deps.store, sweep_page(deps, task, sweep)).await;
+        let last = campaigns::counting(deps.store, sweep_page(deps, task, sweep)).await?;
+        if last && sweep.kind == SweepKind::RetryFailed {
+            // Nothing was retryable, or all retried ones settled already.
+            campaigns::complete_if_settled(deps.store, &task.ws, &task.campaign, &task.run).await?;
+        }
+        return Ok(());
     }
     let store = deps.store;
     let now = deps.clock.now();
@@ -682,8 +687,8 @@ async fn cancel_one(store: &dyn Store, ws: &str, id: &str, now: DateTime<Utc>) -
     Err(AppError::Store(StoreError::Throttled))
 }
 
-/// One page of a walk over a run's messages.
-async fn sweep_page(deps: &PlannerDeps<'_>, task: &PlanTask, sweep: &Sweep) -> AppResult<()> {
+/// One page of a walk over a run's messages; `true` on the last page.
+async fn sweep_page(deps: &PlannerDeps<'_>, task: &PlanTask, sweep: &Sweep) -> AppResult<bool> {
     let store = deps.store;
     let now = deps.clock.now();
     let page = store
@@ -732,11 +737,9 @@ async fn sweep_page(deps: &PlannerDeps<'_>, task: &PlanTask, sweep: &Sweep) -> A
             ..task.clone()
         };
         campaigns::enqueue(deps.planning, &next).await?;
-    } else if sweep.kind == SweepKind::RetryFailed {
-        // Retried messages reopen a completed run.
-        reopen_if_needed(store, &task.ws, &task.campaign, &task.run).await?;
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A message parked while its campaign was paused becomes due now.
@@ -807,37 +810,6 @@ async fn retry_one(
         }
     }
     Err(AppError::Store(StoreError::Throttled))
-}
-
-/// A completed run whose failures were retried is sending again.
-async fn reopen_if_needed(
-    store: &dyn Store,
-    ws: &str,
-    campaign_id: &str,
-    run_id: &str,
-) -> AppResult<()> {
-    let mut c = campaigns::load(store, ws, campaign_id).await?;
-    if c.state != CampaignState::Completed || c.run_id.as_deref() != Some(run_id) {
-        return Ok(());
-    }
-    let n = campaigns::counts(store, ws, run_id).await?;
-    if n.in_flight == 0 {
-        return Ok(());
-    }
-    c.state = CampaignState::Sending;
-    let read = c.version;
-    c.version += 1;
-    c.updated_at = Utc::now();
-    match store
-        .put(
-            to_item(&campaigns::campaigns_pk(ws), &c.id, &c)?,
-            Some(Cond::eq("version", val::n(read))),
-        )
-        .await
-    {
-        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 // ---- preflight ----------------------------------------------------------------------------
