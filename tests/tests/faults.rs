@@ -204,6 +204,7 @@ async fn an_interrupted_delete_job_resumes_after_a_restart_and_finishes() {
         admin_token: None,
         key_rate: 0,
         demo: false,
+        delivery: mailpilot_runner::DeliverySettings::default(),
     })
     .await
     .unwrap();

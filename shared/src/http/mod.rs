@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod extract;
 pub mod idempotency;
+pub mod messages;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -15,10 +16,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
+use crate::ports::clock::Clock;
+use crate::ports::queue::Queue;
 use crate::ports::store::Store;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Sealer;
 use crate::usecases::jobs;
+use crate::usecases::send::Directory;
 
 /// Inline request bodies are capped at 4 MB (API Gateway base64-encodes bodies and
 /// Lambda takes 6 MB).
@@ -51,6 +55,17 @@ pub struct Inner {
     pub config: Config,
     pub limiter: RateLimiter,
     pub(crate) keys: auth::KeyCache,
+    /// What `POST /v1/send` needs; set once at start ([`AppState::set_delivery`]).
+    pub delivery: std::sync::OnceLock<Delivery>,
+}
+
+/// The delivery engine's side of the API: sender profiles and the high-priority queue.
+pub struct Delivery {
+    pub directory: Arc<dyn Directory>,
+    pub priority: Arc<dyn Queue>,
+    pub clock: Arc<dyn Clock>,
+    /// Message retention in days (items carry a TTL).
+    pub retention_days: i64,
 }
 
 impl std::ops::Deref for AppState {
@@ -67,7 +82,13 @@ impl AppState {
             config,
             limiter,
             keys: auth::KeyCache::default(),
+            delivery: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Enables `POST /v1/send` (once; a second call is ignored).
+    pub fn set_delivery(&self, delivery: Delivery) {
+        let _ = self.0.delivery.set(delivery);
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -142,6 +163,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/suppressions/{email}",
             get(get_suppression).delete(remove_suppression),
         )
+        .route("/v1/send", post(messages::send))
+        .route("/v1/messages", get(messages::list_messages))
+        .route("/v1/messages/{id}", get(messages::get_message))
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

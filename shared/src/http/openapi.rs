@@ -26,6 +26,7 @@ use super::routes;
         routes::create_list, routes::list_lists, routes::get_list, routes::patch_list, routes::delete_list,
         routes::list_members, routes::add_members, routes::remove_members,
         routes::add_suppression, routes::list_suppressions, routes::get_suppression, routes::remove_suppression,
+        super::messages::send, super::messages::get_message, super::messages::list_messages,
     ),
     components(schemas(super::problem::Problem)),
     modifiers(&Conventions)
