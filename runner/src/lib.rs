@@ -11,7 +11,8 @@ use mailpilot_shared::http::{self, AppState, Config, JobDriver};
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
-use mailpilot_shared::usecases::{jobs, workspaces};
+use mailpilot_shared::usecases::providers::Providers;
+use mailpilot_shared::usecases::{jobs, senders, workspaces};
 use tokio::net::TcpListener;
 
 /// The runner's settings (from `MAILPILOT_*` environment variables in `main`).
@@ -77,6 +78,11 @@ fn load_or_create_secrets(path: &Path) -> Result<SecretsDoc> {
     Ok(doc)
 }
 
+/// Where the outbox keeps each workspace's mail: `<data dir>/outbox/<workspace id>/`.
+pub fn outbox_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("outbox")
+}
+
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
@@ -126,12 +132,21 @@ pub async fn start_with_store(
     } else {
         None
     };
+    // Every workspace of the runner can send at once: an outbox connection and a sender
+    // on it (docs/providers.md). Idempotent, so a data dir from before gets them too.
+    if let Ok(ws) = std::fs::read_to_string(&demo_marker) {
+        senders::ensure_local_sender(store.as_ref(), ws.trim())
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the default sender: {e}"))?;
+    }
     let dyn_store: Arc<dyn Store> = store.clone();
+    let sealer = Sealer::new(&secrets.encryption_key);
     let config = Config {
         admin_token: settings.admin_token.clone().or(secrets.admin_token.clone()),
-        sealer: Sealer::new(&secrets.encryption_key),
+        sealer: sealer.clone(),
         jobs: JobDriver::Background,
         cache_keys: true,
+        providers: Providers::new(sealer, Some(outbox_root(&settings.data_dir))),
     };
     let state = AppState::new(
         dyn_store.clone(),

@@ -27,6 +27,10 @@ pub const SUPPRESSIONS: &str = "suppressions";
 pub const LISTS: &str = "lists";
 pub const JOBS: &str = "jobs";
 pub const IDEMPOTENCY: &str = "idem";
+/// Provider connections: sort key = connection id.
+pub const PROVIDERS: &str = "providers";
+/// Sender profiles: sort key = sender id.
+pub const SENDERS: &str = "senders";
 
 /// Members of one list: sort key = contact id.
 pub fn list_members(ws_id: &str, list_id: &str) -> String {
@@ -40,8 +44,10 @@ pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
 
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 7] = [
+pub const DELETABLE_FAMILIES: [&str; 9] = [
     LISTS,
+    SENDERS,
+    PROVIDERS,
     CONTACTS,
     EMAILS,
     EXTERNAL_IDS,

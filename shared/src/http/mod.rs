@@ -2,6 +2,7 @@
 //! the OpenAPI document. Served by functions/api in Lambda and by the runner locally.
 
 pub mod auth;
+pub mod delivery;
 pub mod extract;
 pub mod idempotency;
 pub mod openapi;
@@ -41,6 +42,8 @@ pub struct Config {
     /// revocation (the runner): revoking clears the cache, so a revoked key stops at
     /// once. Lambda instances cannot see each other's revocations and do not cache.
     pub cache_keys: bool,
+    /// Builds providers for connections (and knows the local outbox folder, if any).
+    pub providers: crate::usecases::providers::Providers,
 }
 
 #[derive(Clone)]
@@ -101,6 +104,27 @@ pub async fn drive_to_end(store: Arc<dyn Store>, ws: String, job_id: String) {
     }
 }
 
+/// Provider connections, sender profiles and the outbox (`http::delivery`).
+fn delivery_routes() -> Router<AppState> {
+    use delivery::*;
+    Router::new()
+        .route("/v1/providers", get(list_providers).post(create_provider))
+        .route(
+            "/v1/providers/{id}",
+            get(get_provider)
+                .patch(patch_provider)
+                .delete(delete_provider),
+        )
+        .route("/v1/providers/{id}/verify", post(verify_provider))
+        .route("/v1/senders", get(list_senders).post(create_sender))
+        .route(
+            "/v1/senders/{id}",
+            get(get_sender).patch(patch_sender).delete(delete_sender),
+        )
+        .route("/v1/outbox", get(list_outbox))
+        .route("/v1/outbox/{message_id}", get(get_outbox_message))
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     use routes::*;
@@ -142,6 +166,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/suppressions/{email}",
             get(get_suppression).delete(remove_suppression),
         )
+        .merge(delivery_routes())
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

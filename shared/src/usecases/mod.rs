@@ -4,6 +4,8 @@
 pub mod contacts;
 pub mod jobs;
 pub mod lists;
+pub mod providers;
+pub mod senders;
 pub mod suppressions;
 pub mod workspaces;
 
