@@ -9,14 +9,15 @@ pub mod delivery;
 
 use anyhow::{Context, Result};
 use mailpilot_shared::adapters::local::store::RedbStore;
-use mailpilot_shared::http::{self, AppState, Config, Delivery, JobDriver};
+use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
 use mailpilot_shared::ports::clock::ManualClock;
 use mailpilot_shared::usecases::messages::{Composer, DEFAULT_RETENTION_DAYS};
-use mailpilot_shared::usecases::send::{Directory, SendConfig, StaticDirectory};
+use mailpilot_shared::usecases::send::{Directory, SendConfig, StoreDirectory};
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
-use mailpilot_shared::usecases::{jobs, workspaces};
+use mailpilot_shared::usecases::providers::Providers;
+use mailpilot_shared::usecases::{jobs, senders, workspaces};
 use tokio::net::TcpListener;
 
 /// The runner's settings (from `MAILPILOT_*` environment variables in `main`).
@@ -138,6 +139,11 @@ fn load_or_create_secrets(path: &Path) -> Result<SecretsDoc> {
     Ok(doc)
 }
 
+/// Where the outbox keeps each workspace's mail: `<data dir>/outbox/<workspace id>/`.
+pub fn outbox_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("outbox")
+}
+
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
@@ -195,12 +201,21 @@ pub async fn start_with_store(
     } else {
         None
     };
+    // Every workspace of the runner can send at once: an outbox connection and a sender
+    // on it (docs/providers.md). Idempotent, so a data dir from before gets them too.
+    if let Ok(ws) = std::fs::read_to_string(&demo_marker) {
+        senders::ensure_local_sender(store.as_ref(), ws.trim())
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the default sender: {e}"))?;
+    }
     let dyn_store: Arc<dyn Store> = store.clone();
+    let sealer = Sealer::new(&secrets.encryption_key);
     let config = Config {
         admin_token: settings.admin_token.clone().or(secrets.admin_token.clone()),
-        sealer: Sealer::new(&secrets.encryption_key),
+        sealer: sealer.clone(),
         jobs: JobDriver::Background,
         cache_keys: true,
+        providers: Providers::new(sealer, Some(outbox_root(&settings.data_dir))),
     };
     let state = AppState::new(
         dyn_store.clone(),
@@ -221,7 +236,10 @@ pub async fn start_with_store(
     let d = &settings.delivery;
     let directory: Arc<dyn Directory> = match &d.directory {
         Some(dir) => dir.clone(),
-        None => Arc::new(StaticDirectory::default()),
+        None => Arc::new(StoreDirectory::new(
+            dyn_store.clone(),
+            state.config.providers.clone(),
+        )),
     };
     let composer = Composer {
         link_keys: Arc::new(
@@ -243,7 +261,7 @@ pub async fn start_with_store(
         d.persist_queues.then_some(settings.data_dir.as_path()),
         &d.queues,
     )?);
-    state.set_delivery(Delivery {
+    state.set_sending(Sending {
         directory,
         priority: engine.priority.clone(),
         clock: engine.clock.clone(),

@@ -39,6 +39,7 @@ async fn harness(fault: Fault) -> Harness {
         sealer: Sealer::new(&SecretsDoc::generate().encryption_key),
         jobs: JobDriver::OnPoll,
         cache_keys: false,
+        providers: mailpilot_shared::usecases::providers::Providers::new(Sealer::new("k"), None),
     };
     let router = http::router(AppState::new(
         faulty.clone(),

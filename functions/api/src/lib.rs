@@ -8,6 +8,7 @@ use mailpilot_shared::http::{self, AppState, Config, JobDriver};
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
+use mailpilot_shared::usecases::providers::Providers;
 
 /// The router over a store and the secrets (what `main` serves, and tests call).
 pub fn app(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> axum::Router {
@@ -17,6 +18,8 @@ pub fn app(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> axum::
         // Nothing runs after a Lambda answers: each poll of a job advances it.
         jobs: JobDriver::OnPoll,
         cache_keys: false,
+        // No outbox in AWS: mail leaves through SES, Resend or SMTP connections.
+        providers: Providers::new(Sealer::new(&secrets.encryption_key), None),
     };
     let limiter = RateLimiter::store(key_rate, store.clone());
     http::router(AppState::new(store, config, limiter))

@@ -31,7 +31,7 @@ pub async fn send(
     Extension(p): Extension<Principal>,
     ApiJson(req): ApiJson<SendRequest>,
 ) -> AppResult<Response> {
-    let Some(d) = s.delivery.get() else {
+    let Some(d) = s.sending.get() else {
         return Err(AppError::Store(crate::ports::store::StoreError::unavailable(
             "sending is not configured in this deployment",
         )));

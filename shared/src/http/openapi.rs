@@ -33,7 +33,7 @@ use super::routes;
 )]
 pub struct ApiDoc;
 
-struct Conventions;
+pub(crate) struct Conventions;
 
 /// Error answers every authenticated operation can give.
 const KEYED_ERRORS: [(&str, &str); 7] = [
@@ -132,7 +132,12 @@ fn is_empty_requirement(r: &SecurityRequirement) -> bool {
 /// The document as JSON, built once.
 pub fn json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()))
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .merge_from(super::delivery::DeliveryDoc::openapi())
+            .to_json()
+            .unwrap_or_else(|_| "{}".into())
+    })
 }
 
 /// `GET /openapi.json`.

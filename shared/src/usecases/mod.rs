@@ -6,7 +6,9 @@ pub mod dispatch;
 pub mod jobs;
 pub mod lists;
 pub mod messages;
+pub mod providers;
 pub mod send;
+pub mod senders;
 pub mod suppressions;
 pub mod workspaces;
 
