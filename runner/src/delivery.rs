@@ -268,9 +268,12 @@ impl Engine {
             let now = clock.now();
             let mut next: Option<DateTime<Utc>> = None;
             for q in [&self.bulk, &self.priority] {
-                for t in [q.next_visible_at(), q.dead_letters().and_then(|d| d.next_visible_at())]
-                    .into_iter()
-                    .flatten()
+                for t in [
+                    q.next_visible_at(),
+                    q.dead_letters().and_then(|d| d.next_visible_at()),
+                ]
+                .into_iter()
+                .flatten()
                 {
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }

@@ -11,12 +11,12 @@ use anyhow::{Context, Result};
 use mailpilot_shared::adapters::local::store::RedbStore;
 use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
 use mailpilot_shared::ports::clock::ManualClock;
-use mailpilot_shared::usecases::messages::{Composer, DEFAULT_RETENTION_DAYS};
-use mailpilot_shared::usecases::send::{Directory, SendConfig, StoreDirectory};
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
+use mailpilot_shared::usecases::messages::{Composer, DEFAULT_RETENTION_DAYS};
 use mailpilot_shared::usecases::providers::Providers;
+use mailpilot_shared::usecases::send::{Directory, SendConfig, StoreDirectory};
 use mailpilot_shared::usecases::{jobs, senders, workspaces};
 use tokio::net::TcpListener;
 

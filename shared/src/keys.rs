@@ -33,7 +33,10 @@ pub const COUNTERS: &str = "counters";
 
 /// Global pointer: a provider's message id → workspace and message (for events).
 pub fn provider_message(provider: &str, provider_message_id: &str) -> (String, String) {
-    (format!("provmsg#{provider}#{provider_message_id}"), "msg".into())
+    (
+        format!("provmsg#{provider}#{provider_message_id}"),
+        "msg".into(),
+    )
 }
 /// Provider connections: sort key = connection id.
 pub const PROVIDERS: &str = "providers";

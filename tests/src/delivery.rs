@@ -103,7 +103,13 @@ impl Provider for TestProvider {
             });
         }
         let id = format!("test-{}", message.idempotency_key);
-        if self.dedup && !self.keys.lock().unwrap().insert(message.idempotency_key.clone()) {
+        if self.dedup
+            && !self
+                .keys
+                .lock()
+                .unwrap()
+                .insert(message.idempotency_key.clone())
+        {
             return Ok(Accepted {
                 provider_message_id: id,
             });

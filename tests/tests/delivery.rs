@@ -13,6 +13,7 @@ use mailpilot_shared::adapters::local::store::{Durability, Options, RedbStore};
 use mailpilot_shared::model::links::LinkKeys;
 use mailpilot_shared::model::message::{MAX_ATTEMPTS, MessageState};
 use mailpilot_shared::model::sender::{DailyCap, Day, SendingWindow, WindowSpec, WindowZone};
+use mailpilot_shared::model::{Id, SuppressionReason};
 use mailpilot_shared::ports::clock::{Clock, ManualClock};
 use mailpilot_shared::ports::provider::Provider;
 use mailpilot_shared::ports::queue::Queue;
@@ -22,7 +23,6 @@ use mailpilot_shared::usecases::messages::{
 };
 use mailpilot_shared::usecases::send::{Route, SendConfig, StaticDirectory};
 use mailpilot_shared::usecases::suppressions::{self, AddSuppression};
-use mailpilot_shared::model::{Id, SuppressionReason};
 use mailpilot_tests::app::{TestApp, spawn_app_with};
 use mailpilot_tests::delivery::{Faults, TestProvider, quiet_simulated_crashes, route};
 use reqwest::StatusCode;
@@ -108,7 +108,10 @@ impl Rig {
             "sender_id": SENDER, "to": to, "subject": "Your code", "text": "1234",
         }))
         .unwrap();
-        messages::send_transactional(&deps, WS, req).await.unwrap().id
+        messages::send_transactional(&deps, WS, req)
+            .await
+            .unwrap()
+            .id
     }
 
     async fn plan(&self, tos: &[String], due: DateTime<Utc>) -> Vec<String> {
@@ -139,10 +142,7 @@ impl Rig {
     }
 
     async fn drain_for(&self, d: Duration) {
-        self.engine
-            .drain(Some(self.clock.now() + d))
-            .await
-            .unwrap();
+        self.engine.drain(Some(self.clock.now() + d)).await.unwrap();
     }
 }
 
@@ -155,11 +155,18 @@ async fn a_transactional_message_is_sent_once_with_a_timeline() {
     rig.drain_for(Duration::minutes(5)).await;
     let m = rig.message(&id).await;
     assert_eq!(m.state, MessageState::Sent);
-    assert_eq!(m.provider_message_id.as_deref(), Some(&*format!("test-{id}")));
+    assert_eq!(
+        m.provider_message_id.as_deref(),
+        Some(&*format!("test-{id}"))
+    );
     let states: Vec<_> = m.timeline.iter().map(|t| t.state).collect();
     assert_eq!(
         states,
-        vec![MessageState::Queued, MessageState::Sending, MessageState::Sent]
+        vec![
+            MessageState::Queued,
+            MessageState::Sending,
+            MessageState::Sent
+        ]
     );
     assert_eq!(provider.count("ana@example.com"), 1);
     // The provider pointer leads back to the message.
@@ -340,7 +347,11 @@ async fn the_crash_window_never_sends_twice_and_dedup_providers_resend() {
         });
         let rig = rig(route(SENDER, provider.clone() as Arc<dyn Provider>), 0.0);
         let id = rig.transactional("crash@example.com").await;
-        let report = rig.engine.drain(Some(rig.clock.now() + Duration::minutes(1))).await.unwrap();
+        let report = rig
+            .engine
+            .drain(Some(rig.clock.now() + Duration::minutes(1)))
+            .await
+            .unwrap();
         assert_eq!(report.crashes, 1, "dedup={dedup}");
         let m = rig.message(&id).await;
         if dedup {
@@ -376,7 +387,11 @@ async fn an_unparsable_record_fails_alone_and_dead_letters_are_marked() {
     for _ in 0..=mailpilot_runner::delivery::MAX_RECEIVE {
         let got = rig.engine.priority.receive(10).unwrap();
         for r in got {
-            rig.engine.priority.change_visibility(&r.receipt, 0).await.unwrap();
+            rig.engine
+                .priority
+                .change_visibility(&r.receipt, 0)
+                .await
+                .unwrap();
         }
     }
     rig.drain_for(Duration::minutes(1)).await;
@@ -463,7 +478,10 @@ async fn ten_thousand_messages_under_faults_end_terminal_and_none_twice() {
     // The provider received every sent message, and some of the unknown outcomes (a
     // crash loses the whole batch: its other claimed messages never reached the provider).
     let total = provider.total() as usize;
-    assert!(sent < total && total <= sent + unknown, "{total} {by_state:?} {by_reason:?}");
+    assert!(
+        sent < total && total <= sent + unknown,
+        "{total} {by_state:?} {by_reason:?}"
+    );
     assert!(provider.delivered.lock().unwrap().values().all(|c| *c == 1));
     assert!(rig.engine.bulk.is_empty() && rig.engine.priority.is_empty());
     eprintln!("fault suite: {by_state:?} {by_reason:?} {report:?}");
@@ -541,7 +559,10 @@ async fn post_send_validates_and_respects_scopes_and_suppression() {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    assert!(fields.contains(&"/to") && fields.contains(&"/sender_id") && fields.contains(&"/html"), "{fields:?}");
+    assert!(
+        fields.contains(&"/to") && fields.contains(&"/sender_id") && fields.contains(&"/html"),
+        "{fields:?}"
+    );
 
     app.post("/v1/suppressions", json!({"email": "no@example.com"}))
         .await;
@@ -566,12 +587,22 @@ async fn post_send_validates_and_respects_scopes_and_suppression() {
     let read_key = r.body["key"].as_str().unwrap().to_string();
     let body = json!({"sender_id": SENDER, "to": "k@example.com", "subject": "s", "text": "t"});
     let sent = app
-        .call(reqwest::Method::POST, "/v1/send", Some(&send_key), Some(body.clone()))
+        .call(
+            reqwest::Method::POST,
+            "/v1/send",
+            Some(&send_key),
+            Some(body.clone()),
+        )
         .await;
     assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
     let id = sent.body["id"].as_str().unwrap();
     let got = app
-        .call(reqwest::Method::GET, &format!("/v1/messages/{id}"), Some(&send_key), None)
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/messages/{id}"),
+            Some(&send_key),
+            None,
+        )
         .await;
     assert_eq!(got.status, StatusCode::OK);
     let list = app
@@ -579,7 +610,12 @@ async fn post_send_validates_and_respects_scopes_and_suppression() {
         .await;
     assert_eq!(list.status, StatusCode::FORBIDDEN);
     let denied = app
-        .call(reqwest::Method::POST, "/v1/send", Some(&read_key), Some(body))
+        .call(
+            reqwest::Method::POST,
+            "/v1/send",
+            Some(&read_key),
+            Some(body),
+        )
         .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
 }

@@ -61,25 +61,49 @@ async fn the_sample_schedule_event_dispatches_due_messages_only() {
     let clock = ManualClock::new(start);
     let ws = Id::generate(Id::WORKSPACE);
     let due: Vec<Planned> = (0..12).map(|i| planned(start, i)).collect();
-    let future: Vec<Planned> = (0..30).map(|i| planned(start + Duration::days(1), 100 + i)).collect();
-    messages::plan(store.as_ref(), &ws, due, clock.now(), 400).await.unwrap();
-    messages::plan(store.as_ref(), &ws, future, clock.now(), 400).await.unwrap();
+    let future: Vec<Planned> = (0..30)
+        .map(|i| planned(start + Duration::days(1), 100 + i))
+        .collect();
+    messages::plan(store.as_ref(), &ws, due, clock.now(), 400)
+        .await
+        .unwrap();
+    messages::plan(store.as_ref(), &ws, future, clock.now(), 400)
+        .await
+        .unwrap();
 
     // Before the minute has passed, nothing is due.
-    let r = dispatch::handle(event("scheduler-dispatch.json"), store.as_ref(), &bulk, &priority, &clock)
-        .await
-        .unwrap();
+    let r = dispatch::handle(
+        event("scheduler-dispatch.json"),
+        store.as_ref(),
+        &bulk,
+        &priority,
+        &clock,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.enqueued, 0);
     clock.advance(Duration::minutes(5));
-    let r = dispatch::handle(event("scheduler-dispatch.json"), store.as_ref(), &bulk, &priority, &clock)
-        .await
-        .unwrap();
+    let r = dispatch::handle(
+        event("scheduler-dispatch.json"),
+        store.as_ref(),
+        &bulk,
+        &priority,
+        &clock,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.enqueued, 12);
     assert_eq!(r.items_read, 12, "future messages are never read");
     // Running again reads nothing (the checkpoint moved on).
-    let r = dispatch::handle(event("scheduler-dispatch.json"), store.as_ref(), &bulk, &priority, &clock)
-        .await
-        .unwrap();
+    let r = dispatch::handle(
+        event("scheduler-dispatch.json"),
+        store.as_ref(),
+        &bulk,
+        &priority,
+        &clock,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.items_read, 0);
 
     let mut bodies = vec![];

@@ -85,7 +85,10 @@ impl Handler {
         let mut response = BatchResponse::default();
         let mut groups: Vec<(String, Vec<&SqsRecord>)> = Vec::new();
         for r in &event.records {
-            match groups.iter_mut().find(|(arn, _)| *arn == r.event_source_arn) {
+            match groups
+                .iter_mut()
+                .find(|(arn, _)| *arn == r.event_source_arn)
+            {
                 Some((_, g)) => g.push(r),
                 None => groups.push((r.event_source_arn.clone(), vec![r])),
             }
@@ -116,7 +119,10 @@ impl Handler {
                         Lane::Bulk => &self.bulk.queue,
                         Lane::Priority => &self.priority.queue,
                     };
-                    (send::handle_batch(&deps, lane, &incoming).await, Some(queue))
+                    (
+                        send::handle_batch(&deps, lane, &incoming).await,
+                        Some(queue),
+                    )
                 }
             };
             for (r, o) in records.iter().zip(outcomes) {

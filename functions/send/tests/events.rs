@@ -42,7 +42,10 @@ fn event(name: &str) -> String {
 #[tokio::test]
 async fn the_sample_sqs_event_sends_fails_alone_and_dead_letters() {
     let client = mailpilot_tests::aws::dynamo_client();
-    let table = format!("send-events-{}", Utc::now().timestamp_nanos_opt().unwrap_or(0));
+    let table = format!(
+        "send-events-{}",
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    );
     create_table(&client, &table).await.expect("create table");
     let store: Arc<dyn Store> = Arc::new(DynamoStore::new(client, table));
     let now = Utc::now();

@@ -32,9 +32,11 @@ pub async fn send(
     ApiJson(req): ApiJson<SendRequest>,
 ) -> AppResult<Response> {
     let Some(d) = s.sending.get() else {
-        return Err(AppError::Store(crate::ports::store::StoreError::unavailable(
-            "sending is not configured in this deployment",
-        )));
+        return Err(AppError::Store(
+            crate::ports::store::StoreError::unavailable(
+                "sending is not configured in this deployment",
+            ),
+        ));
     };
     let deps = SendDeps {
         store: s.store(),

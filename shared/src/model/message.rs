@@ -361,7 +361,12 @@ mod tests {
     #[test]
     fn terminal_states_stay_terminal() {
         for s in [S::Skipped, S::Failed] {
-            for t in [T::Enqueue, T::Claim, T::Retry, T::Defer(DeferReason::Window)] {
+            for t in [
+                T::Enqueue,
+                T::Claim,
+                T::Retry,
+                T::Defer(DeferReason::Window),
+            ] {
                 assert!(go(s, t).is_err());
             }
         }
@@ -429,7 +434,9 @@ mod tests {
 
     #[test]
     fn retry_delay_grows_and_is_capped_at_12_hours() {
-        let delays: Vec<u64> = (1..=MAX_ATTEMPTS).map(|a| retry_delay_secs(a, None)).collect();
+        let delays: Vec<u64> = (1..=MAX_ATTEMPTS)
+            .map(|a| retry_delay_secs(a, None))
+            .collect();
         assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
         assert_eq!(retry_delay_secs(40, None), 12 * 3600);
         assert_eq!(retry_delay_secs(1, Some(600)), 600);

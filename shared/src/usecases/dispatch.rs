@@ -24,8 +24,7 @@ use crate::error::{AppError, AppResult};
 use crate::ports::clock::Clock;
 use crate::ports::queue::{Lane, MAX_SEND_BATCH, Queue};
 use crate::ports::store::{
-    BatchOp, Cond, Item, ItemExt, Key, Query, Store, StoreError, TTL, TxAction, Update, limits,
-    val,
+    BatchOp, Cond, Item, ItemExt, Key, Query, Store, StoreError, TTL, TxAction, Update, limits, val,
 };
 
 use super::messages::SendRecord;
@@ -143,10 +142,15 @@ pub fn clamp(due: DateTime<Utc>, cp: &Checkpoint) -> i64 {
 /// Files entries in the due index (batches of 25), then re-reads the checkpoint and
 /// re-files any entry whose minute the dispatcher may have read meanwhile (a duplicate
 /// entry is harmless: the sender's claim sends a message once).
-pub async fn schedule(store: &dyn Store, entries: &[DueEntry], now: DateTime<Utc>) -> AppResult<()> {
+pub async fn schedule(
+    store: &dyn Store,
+    entries: &[DueEntry],
+    now: DateTime<Utc>,
+) -> AppResult<()> {
     for chunk in entries.chunks(limits::MAX_BATCH_WRITE) {
         let mut cp = checkpoint(store, now).await?;
-        let mut pending: Vec<(&DueEntry, i64)> = chunk.iter().map(|e| (e, clamp(e.due, &cp))).collect();
+        let mut pending: Vec<(&DueEntry, i64)> =
+            chunk.iter().map(|e| (e, clamp(e.due, &cp))).collect();
         loop {
             store
                 .batch_write(

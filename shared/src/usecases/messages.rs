@@ -19,8 +19,8 @@ use crate::error::{AppError, AppResult, FieldError};
 use crate::keys;
 use crate::mime::{ListUnsubscribe, MessageParts};
 use crate::model::links::{LinkKeys, LinkToken};
-use crate::model::message::{InvalidTransition, MessageState, Transition, next_state, reason_of};
 use crate::model::message::{FailReason, SkipReason};
+use crate::model::message::{InvalidTransition, MessageState, Transition, next_state, reason_of};
 use crate::model::{EmailAddress, Id};
 use crate::ports::clock::Clock;
 use crate::ports::queue::{Lane, Queue};
@@ -446,7 +446,10 @@ pub async fn send_transactional(
     let now = deps.clock.now();
     let (to, contact_id, time_zone) = match (&req.to, &req.contact_id) {
         (Some(_), Some(_)) | (None, None) => {
-            errors.push(FieldError::new("/to", "give exactly one of to and contact_id"));
+            errors.push(FieldError::new(
+                "/to",
+                "give exactly one of to and contact_id",
+            ));
             (None, None, None)
         }
         (Some(to), None) => match EmailAddress::parse(to) {
@@ -667,7 +670,10 @@ mod tests {
     fn variables_are_substituted_and_escaped_in_html() {
         let vars = BTreeMap::from([("name".to_string(), "<Ana>".to_string())]);
         assert_eq!(substitute("Hi {{ name }}!", &vars, false), "Hi <Ana>!");
-        assert_eq!(substitute("<p>{{name}}</p>", &vars, true), "<p>&lt;Ana&gt;</p>");
+        assert_eq!(
+            substitute("<p>{{name}}</p>", &vars, true),
+            "<p>&lt;Ana&gt;</p>"
+        );
         assert_eq!(substitute("{{missing}} {{", &vars, false), "{{missing}} {{");
     }
 }

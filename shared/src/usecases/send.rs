@@ -220,9 +220,7 @@ async fn claim(deps: &SenderDeps<'_>, rec: &SendRecord) -> AppResult<Claim> {
                     Err(e) => return Err(to_app(e)),
                 }
             }
-            MessageState::Planned | MessageState::Deferred
-                if m.due_at.is_some_and(|d| d > now) =>
-            {
+            MessageState::Planned | MessageState::Deferred if m.due_at.is_some_and(|d| d > now) => {
                 // Not due: the due index hands it over when it is.
                 return Ok(Claim::Outcome(Outcome::Done));
             }
@@ -418,7 +416,11 @@ pub async fn take_units(
     if n == 0 {
         return Ok(0);
     }
-    let add = |k: u64| Update::new().add("count", k as i64).set(TTL, val::n(expires));
+    let add = |k: u64| {
+        Update::new()
+            .add("count", k as i64)
+            .set(TTL, val::n(expires))
+    };
     let Some(cap) = cap else {
         store.update(key, add(n), None).await?;
         return Ok(n);
@@ -506,7 +508,11 @@ async fn send_claimed(
     for c in &claimed {
         let k = (c.m.workspace_id.clone(), c.m.sender_id.clone());
         if let std::collections::hash_map::Entry::Vacant(v) = routes.entry(k) {
-            match deps.directory.route(&c.m.workspace_id, &c.m.sender_id).await {
+            match deps
+                .directory
+                .route(&c.m.workspace_id, &c.m.sender_id)
+                .await
+            {
                 Ok(r) => {
                     v.insert(r);
                 }
@@ -562,7 +568,13 @@ async fn send_claimed(
             continue;
         };
         if route.paused {
-            let o = settle(deps, &c.m, Transition::Fail(FailReason::SenderPaused), |_| {}).await;
+            let o = settle(
+                deps,
+                &c.m,
+                Transition::Fail(FailReason::SenderPaused),
+                |_| {},
+            )
+            .await;
             out.push((c.index, o));
             continue;
         }
@@ -577,7 +589,10 @@ async fn send_claimed(
         {
             let opening = w.next_opening(now, parse_tz(c.m.time_zone.as_deref()));
             if opening > now {
-                out.push((c.index, defer(deps, &c.m, DeferReason::Window, opening).await));
+                out.push((
+                    c.index,
+                    defer(deps, &c.m, DeferReason::Window, opening).await,
+                ));
                 continue;
             }
         }
@@ -792,9 +807,14 @@ async fn send_one(deps: &SenderDeps<'_>, route: &Route, c: Claimed) -> Outcome {
             }
         }
         Err(SendError::Permanent { code, .. }) => {
-            settle(deps, m, Transition::Fail(FailReason::Permanent(code)), |n| {
-                n.attempts += 1;
-            })
+            settle(
+                deps,
+                m,
+                Transition::Fail(FailReason::Permanent(code)),
+                |n| {
+                    n.attempts += 1;
+                },
+            )
             .await
         }
         Err(SendError::Sender { code, .. }) => {
@@ -870,7 +890,11 @@ async fn record_sent(
 
 /// The dead-letter consumer: records that reached a DLQ mark their messages
 /// `failed(dead_letter)` (unless settled meanwhile). Every record is consumed.
-pub async fn handle_dead_letters(store: &dyn Store, clock: &dyn Clock, records: &[Incoming]) -> Vec<Outcome> {
+pub async fn handle_dead_letters(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    records: &[Incoming],
+) -> Vec<Outcome> {
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         let Ok(rec) = serde_json::from_str::<SendRecord>(&r.body) else {
@@ -891,7 +915,15 @@ pub async fn handle_dead_letters(store: &dyn Store, clock: &dyn Clock, records: 
             if m.state.is_settled() {
                 break;
             }
-            match transition(store, &m, Transition::Fail(FailReason::DeadLetter), clock.now(), |_| {}).await {
+            match transition(
+                store,
+                &m,
+                Transition::Fail(FailReason::DeadLetter),
+                clock.now(),
+                |_| {},
+            )
+            .await
+            {
                 Ok(_) | Err(TransitionError::Invalid(_)) => break,
                 Err(TransitionError::Conflict) => continue,
                 Err(TransitionError::App(_)) => {
@@ -961,18 +993,14 @@ impl Directory for StoreDirectory {
             Err(AppError::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let (conn, provider) = match super::providers::provider_for(
-            store,
-            &self.providers,
-            ws,
-            &sender.connection_id,
-        )
-        .await
-        {
-            Ok(found) => found,
-            Err(AppError::NotFound) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let (conn, provider) =
+            match super::providers::provider_for(store, &self.providers, ws, &sender.connection_id)
+                .await
+            {
+                Ok(found) => found,
+                Err(AppError::NotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            };
         let workspace_cap = super::workspaces::get_workspace(store, ws).await?.daily_cap;
         Ok(Some(Route {
             sender_id: sender.id.clone(),

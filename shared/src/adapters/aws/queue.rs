@@ -67,7 +67,9 @@ impl Queue for SqsQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| QueueError::unavailable(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+                .map_err(|e| {
+                    QueueError::unavailable(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+                })?;
             let failed: Vec<String> = out.failed().iter().map(|f| f.id().to_string()).collect();
             if let Some(f) = out.failed().iter().find(|f| f.sender_fault()) {
                 return Err(QueueError::unavailable(format!(
@@ -95,7 +97,9 @@ impl Queue for SqsQueue {
             .visibility_timeout(secs.min(MAX_VISIBILITY_SECS) as i32)
             .send()
             .await
-            .map_err(|e| QueueError::unavailable(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| {
+                QueueError::unavailable(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            })?;
         Ok(())
     }
 }

@@ -3,5 +3,5 @@
 /// The on-disk encodings of keys and items (public for the raw-redb benchmark).
 pub mod codec;
 mod eval;
-pub mod store;
 pub mod queue;
+pub mod store;

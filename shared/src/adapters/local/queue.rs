@@ -348,7 +348,10 @@ mod tests {
         q.send_batch(vec!["a".into()]).await.unwrap();
         let got = q.receive(10).unwrap();
         assert_eq!(got.len(), 1);
-        assert!(q.receive(10).unwrap().is_empty(), "invisible while received");
+        assert!(
+            q.receive(10).unwrap().is_empty(),
+            "invisible while received"
+        );
         c.advance(Duration::seconds(181));
         let again = q.receive(10).unwrap();
         assert_eq!(again[0].receive_count, 2);
@@ -362,7 +365,12 @@ mod tests {
     #[tokio::test]
     async fn change_visibility_delays_and_max_receive_moves_to_the_dlq() {
         let c = clock();
-        let dlq = Arc::new(LocalQueue::new("dlq", c.clone(), QueueOptions::default(), None));
+        let dlq = Arc::new(LocalQueue::new(
+            "dlq",
+            c.clone(),
+            QueueOptions::default(),
+            None,
+        ));
         let opts = QueueOptions {
             max_receive: 2,
             ..QueueOptions::default()
@@ -377,7 +385,10 @@ mod tests {
         let r = q.receive(1).unwrap().remove(0);
         assert_eq!(r.receive_count, 2);
         q.change_visibility(&r.receipt, 0).await.unwrap();
-        assert!(q.receive(1).unwrap().is_empty(), "third receive goes to the DLQ");
+        assert!(
+            q.receive(1).unwrap().is_empty(),
+            "third receive goes to the DLQ"
+        );
         assert!(q.is_empty());
         assert_eq!(dlq.receive(10).unwrap()[0].body, "x");
         assert!(matches!(
@@ -392,8 +403,8 @@ mod tests {
         let path = dir.join("q.redb");
         {
             let db = open_queue_db(&path).unwrap();
-            let q = LocalQueue::persisted("send", db, clock(), QueueOptions::default(), None)
-                .unwrap();
+            let q =
+                LocalQueue::persisted("send", db, clock(), QueueOptions::default(), None).unwrap();
             q.send_batch(vec!["a".into(), "b".into()]).await.unwrap();
             let r = q.receive(1).unwrap().remove(0);
             q.delete(&r.receipt).unwrap();
