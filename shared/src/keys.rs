@@ -41,6 +41,10 @@ pub fn provider_message(provider: &str, provider_message_id: &str) -> (String, S
         "msg".into(),
     )
 }
+/// Provider connections: sort key = connection id.
+pub const PROVIDERS: &str = "providers";
+/// Sender profiles: sort key = sender id.
+pub const SENDERS: &str = "senders";
 
 /// Members of one list: sort key = contact id.
 pub fn list_members(ws_id: &str, list_id: &str) -> String {
@@ -54,12 +58,14 @@ pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
 
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 11] = [
+pub const DELETABLE_FAMILIES: [&str; 13] = [
     CAMPAIGN_RUNS,
     CAMPAIGNS,
     MESSAGES,
     COUNTERS,
     LISTS,
+    SENDERS,
+    PROVIDERS,
     CONTACTS,
     EMAILS,
     EXTERNAL_IDS,

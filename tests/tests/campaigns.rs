@@ -900,3 +900,127 @@ async fn preflight_reports_the_audience_and_writes_nothing() {
     assert!(p.eta.is_some());
     assert_eq!(p.per_sender.values().sum::<i64>(), 5);
 }
+
+// ---- over HTTP through the runner ----------------------------------------------------
+
+#[tokio::test]
+async fn a_campaign_goes_from_lists_to_the_outbox_through_the_runner_over_http() {
+    use mailpilot_runner::{DeliverySettings, Settings};
+    use mailpilot_shared::usecases::senders::LOCAL_SENDER_ID;
+    use mailpilot_tests::app::spawn_app_with;
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let c2 = clock.clone();
+    let app = spawn_app_with(move |s: &mut Settings| {
+        s.delivery = DeliverySettings {
+            workers: 0,
+            persist_queues: false,
+            manual_clock: Some(c2),
+            ..DeliverySettings::default()
+        };
+    })
+    .await;
+    let mut ids = vec![];
+    for i in 0..3 {
+        ids.push(app.contact(&format!("reader{i}@example.com")).await);
+    }
+    let list = app.post("/v1/lists", json!({"name": "Readers"})).await;
+    let list_id = list.body["id"].as_str().unwrap().to_string();
+    let m = app
+        .post(&format!("/v1/lists/{list_id}/members"), json!({"contact_ids": ids}))
+        .await;
+    assert_eq!(m.body["changed"], 3);
+
+    // Validation names the fields.
+    let bad = app
+        .post(
+            "/v1/campaigns",
+            json!({"name": " ", "sender_ids": ["ok", "ok"], "list_ids": ["ls_nope"], "subject": "s"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    let fields: Vec<&str> = bad.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for f in ["/name", "/sender_ids/1", "/list_ids/0", "/html"] {
+        assert!(fields.contains(&f), "{f} missing from {fields:?}");
+    }
+
+    let c = app
+        .post(
+            "/v1/campaigns",
+            json!({"name": "Weekly", "sender_id": LOCAL_SENDER_ID, "list_ids": [list_id],
+                   "subject": "This week", "text": "News", "html": "<p>News</p>"}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    assert_eq!(c.body["state"], "draft");
+    let id = c.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        c.headers["location"].to_str().unwrap(),
+        format!("/v1/campaigns/{id}")
+    );
+
+    let p = app.post(&format!("/v1/campaigns/{id}/preflight"), json!({})).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert_eq!(p.body["recipients"], 3);
+
+    let l = app.post(&format!("/v1/campaigns/{id}/launch"), json!({})).await;
+    assert_eq!(l.status, StatusCode::ACCEPTED, "{}", l.body);
+    assert_eq!(l.body["state"], "planning");
+    // A launched campaign is no longer editable.
+    let e = app
+        .patch(&format!("/v1/campaigns/{id}"), json!({"name": "x"}))
+        .await;
+    assert_eq!(e.status, StatusCode::CONFLICT, "{}", e.body);
+
+    // The runner's planning worker plans in the background.
+    let mut planned = false;
+    for _ in 0..500 {
+        let s = app.get(&format!("/v1/campaigns/{id}")).await;
+        if s.body["runs"][0]["planning_done"] == true {
+            planned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(planned, "planning finished");
+    app.engine()
+        .drain(Some(clock.now() + Duration::minutes(5)))
+        .await
+        .unwrap();
+
+    let s = app.get(&format!("/v1/campaigns/{id}")).await;
+    assert_eq!(s.body["state"], "completed", "{}", s.body);
+    assert_eq!(s.body["runs"][0]["counts"]["sent"], 3);
+    assert_eq!(s.body["runs"][0]["progress"], 1.0);
+    let sent = app
+        .get(&format!("/v1/campaigns/{id}/messages?state=sent"))
+        .await;
+    assert_eq!(sent.body["data"].as_array().unwrap().len(), 3, "{}", sent.body);
+    let outbox = app.get("/v1/outbox").await;
+    assert_eq!(outbox.status, StatusCode::OK, "{}", outbox.body);
+    let in_outbox: Vec<&str> = outbox.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message_id"].as_str())
+        .collect();
+    for m in sent.body["data"].as_array().unwrap() {
+        assert!(
+            in_outbox.contains(&m["id"].as_str().unwrap()),
+            "{} is in the outbox: {}",
+            m["id"],
+            outbox.body
+        );
+    }
+    let bad_state = app
+        .get(&format!("/v1/campaigns/{id}/messages?state=nope"))
+        .await;
+    assert_eq!(bad_state.status, StatusCode::BAD_REQUEST);
+}

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use mailpilot_shared::usecases::senders::LOCAL_SENDER_ID;
 use mailpilot_tests::app::{TestApp, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -19,6 +20,7 @@ struct Fixtures {
     key_id: String,
     job_id: String,
     campaign_id: String,
+    message_id: String,
 }
 
 async fn workspace_a(app: &TestApp) -> Fixtures {
@@ -57,12 +59,24 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
     let cmp = app
         .post(
             "/v1/campaigns",
-            json!({"name": "A's campaign", "sender_id": "snd_a", "list_ids": [list_id],
+            json!({"name": "A's campaign", "sender_id": LOCAL_SENDER_ID, "list_ids": [list_id],
                    "subject": "Hello", "text": "Hi"}),
         )
         .await;
     assert_eq!(cmp.status, StatusCode::CREATED, "{}", cmp.body);
     let campaign_id = cmp.body["id"].as_str().unwrap().to_string();
+    // The delete job above removed the local sender too: put it back.
+    mailpilot_shared::usecases::senders::ensure_local_sender(app.store.as_ref(), &app.workspace_id)
+        .await
+        .unwrap();
+    let m = app
+        .post(
+            "/v1/send",
+            json!({"sender_id": LOCAL_SENDER_ID, "to": email, "subject": "A's secret", "text": "hi"}),
+        )
+        .await;
+    assert_eq!(m.status, StatusCode::ACCEPTED, "{}", m.body);
+    let message_id = m.body["id"].as_str().unwrap().to_string();
     Fixtures {
         campaign_id,
         contact_id,
@@ -72,6 +86,7 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         suppressed: "gone@a.example".into(),
         key_id,
         job_id,
+        message_id,
     }
 }
 
@@ -90,6 +105,7 @@ fn substitute(template: &str, f: &Fixtures) -> String {
         }
         "/v1/suppressions/{email}" => HashMap::from([("email", f.suppressed.as_str())]),
         t if t.starts_with("/v1/campaigns/{id}") => HashMap::from([("id", f.campaign_id.as_str())]),
+        "/v1/messages/{id}" => HashMap::from([("id", f.message_id.as_str())]),
         other if other.contains('{') => {
             panic!("no tenant-isolation fixture for {other}: add one here")
         }
@@ -122,6 +138,10 @@ fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
         ("POST", "/v1/suppressions") => json!({"email": "someone@b.example"}),
         ("POST", "/v1/api-keys") => json!({"name": "b", "scope": "full"}),
         ("POST", "/v1/workspaces") => json!({"name": "x"}),
+        // A's sender: B may not send through it.
+        ("POST", "/v1/send") => {
+            json!({"sender_id": LOCAL_SENDER_ID, "to": "bob@b.example", "subject": "s", "text": "t"})
+        }
         (m, _) if m == "POST" || m == "PUT" || m == "PATCH" => json!({}),
         _ => return None,
     };
@@ -154,6 +174,7 @@ fn leaks(body: &Value, f: &Fixtures, ws_a: &str, given: &str) -> Option<String> 
         &f.email,
         &f.list_id,
         &f.suppressed,
+        &f.message_id,
         &f.key_id,
         &f.job_id,
         &f.external_id,
@@ -207,13 +228,18 @@ async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() 
             // The admin route does not take workspace keys at all.
             "/v1/workspaces" => assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{what}"),
             "/v1/campaigns" if *method == Method::POST => {
+                assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {}", a.body);
+                assert_eq!(a.body["errors"][0]["field"], "/list_ids/0", "{what}");
+            }
+            // Another workspace's sender does not exist for B.
+            "/v1/send" => {
                 assert_eq!(
                     a.status,
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "{what}: {}",
                     a.body
                 );
-                assert_eq!(a.body["errors"][0]["field"], "/list_ids/0", "{what}");
+                assert_eq!(a.body["errors"][0]["field"], "/sender_id", "{what}");
             }
             // An upsert by email creates the caller's own contact: never A's.
             "/v1/contacts/by-email/{email}" if *method == Method::PUT => {

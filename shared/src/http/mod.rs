@@ -3,8 +3,10 @@
 
 pub mod auth;
 pub mod campaigns;
+pub mod delivery;
 pub mod extract;
 pub mod idempotency;
+pub mod messages;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -16,10 +18,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
+use crate::ports::clock::Clock;
+use crate::ports::queue::Queue;
 use crate::ports::store::Store;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Sealer;
 use crate::usecases::jobs;
+use crate::usecases::send::Directory;
 
 /// Inline request bodies are capped at 4 MB (API Gateway base64-encodes bodies and
 /// Lambda takes 6 MB).
@@ -42,6 +47,8 @@ pub struct Config {
     /// revocation (the runner): revoking clears the cache, so a revoked key stops at
     /// once. Lambda instances cannot see each other's revocations and do not cache.
     pub cache_keys: bool,
+    /// Builds providers for connections (and knows the local outbox folder, if any).
+    pub providers: crate::usecases::providers::Providers,
 }
 
 #[derive(Clone)]
@@ -54,6 +61,17 @@ pub struct Inner {
     pub(crate) keys: auth::KeyCache,
     /// Planning queue, scheduler and sender directory for campaign actions.
     campaigns: std::sync::OnceLock<campaigns::CampaignPorts>,
+    /// What `POST /v1/send` needs; set once at start ([`AppState::set_sending`]).
+    pub sending: std::sync::OnceLock<Sending>,
+}
+
+/// The delivery engine's side of the API: sender profiles and the high-priority queue.
+pub struct Sending {
+    pub directory: Arc<dyn Directory>,
+    pub priority: Arc<dyn Queue>,
+    pub clock: Arc<dyn Clock>,
+    /// Message retention in days (items carry a TTL).
+    pub retention_days: i64,
 }
 
 impl std::ops::Deref for AppState {
@@ -71,6 +89,7 @@ impl AppState {
             limiter,
             keys: auth::KeyCache::default(),
             campaigns: std::sync::OnceLock::new(),
+            sending: std::sync::OnceLock::new(),
         }))
     }
 
@@ -81,6 +100,11 @@ impl AppState {
 
     pub fn campaign_ports(&self) -> Option<&campaigns::CampaignPorts> {
         self.0.campaigns.get()
+    }
+
+    /// Enables `POST /v1/send` (once; a second call is ignored).
+    pub fn set_sending(&self, sending: Sending) {
+        let _ = self.0.sending.set(sending);
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -138,6 +162,27 @@ fn campaign_routes() -> Router<AppState> {
         .route("/v1/campaigns/{id}/messages", get(list_campaign_messages))
 }
 
+/// Provider connections, sender profiles and the outbox (`http::delivery`).
+fn delivery_routes() -> Router<AppState> {
+    use delivery::*;
+    Router::new()
+        .route("/v1/providers", get(list_providers).post(create_provider))
+        .route(
+            "/v1/providers/{id}",
+            get(get_provider)
+                .patch(patch_provider)
+                .delete(delete_provider),
+        )
+        .route("/v1/providers/{id}/verify", post(verify_provider))
+        .route("/v1/senders", get(list_senders).post(create_sender))
+        .route(
+            "/v1/senders/{id}",
+            get(get_sender).patch(patch_sender).delete(delete_sender),
+        )
+        .route("/v1/outbox", get(list_outbox))
+        .route("/v1/outbox/{message_id}", get(get_outbox_message))
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     use routes::*;
@@ -180,6 +225,10 @@ pub fn router(state: AppState) -> Router {
             get(get_suppression).delete(remove_suppression),
         )
         .merge(campaign_routes())
+        .route("/v1/send", post(messages::send))
+        .route("/v1/messages", get(messages::list_messages))
+        .route("/v1/messages/{id}", get(messages::get_message))
+        .merge(delivery_routes())
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

@@ -31,13 +31,14 @@ use super::routes;
         super::campaigns::unschedule_campaign, super::campaigns::pause_campaign, super::campaigns::resume_campaign,
         super::campaigns::cancel_campaign, super::campaigns::retry_failed_campaign,
         super::campaigns::list_campaign_messages, super::campaigns::preflight_campaign,
+        super::messages::send, super::messages::get_message, super::messages::list_messages,
     ),
     components(schemas(super::problem::Problem)),
     modifiers(&Conventions)
 )]
 pub struct ApiDoc;
 
-struct Conventions;
+pub(crate) struct Conventions;
 
 /// Error answers every authenticated operation can give.
 const KEYED_ERRORS: [(&str, &str); 7] = [
@@ -136,7 +137,12 @@ fn is_empty_requirement(r: &SecurityRequirement) -> bool {
 /// The document as JSON, built once.
 pub fn json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()))
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .merge_from(super::delivery::DeliveryDoc::openapi())
+            .to_json()
+            .unwrap_or_else(|_| "{}".into())
+    })
 }
 
 /// `GET /openapi.json`.

@@ -18,6 +18,8 @@ impl Id {
     pub const MESSAGE: &'static str = "msg";
     pub const CAMPAIGN: &'static str = "cmp";
     pub const RUN: &'static str = "run";
+    pub const PROVIDER: &'static str = "pc";
+    pub const SENDER: &'static str = "sp";
 
     /// A new random id of the given kind, e.g. `ct_5x0...`.
     pub fn generate(prefix: &str) -> String {

@@ -1412,7 +1412,7 @@ pub enum Gate {
 /// Looks up the gate of each (workspace, campaign, run) once per batch.
 pub async fn gates(
     store: &dyn Store,
-    wanted: impl IntoIterator<Item = (String, String, String)>,
+    wanted: Vec<(String, String, String)>,
 ) -> HashMap<(String, String, String), Gate> {
     let mut out = HashMap::new();
     for key in wanted {

@@ -359,7 +359,11 @@ pub struct SendRequest {
     pub to: Option<String>,
     #[serde(default)]
     pub contact_id: Option<String>,
-    #[schema(min_length = 1, max_length = 998)]
+    #[schema(
+        min_length = 1,
+        max_length = 998,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub subject: String,
     #[serde(default)]
     pub html: Option<String>,
@@ -678,4 +682,60 @@ mod tests {
         );
         assert_eq!(substitute("{{missing}} {{", &vars, false), "{{missing}} {{");
     }
+}
+
+// ---- planning (bulk) -------------------------------------------------------------
+
+/// A bulk message to plan: the campaigns planner builds these (ids from
+/// `model::message::message_id_for(run, contact)`).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub id: String,
+    pub sender_id: String,
+    pub to: String,
+    pub contact_id: Option<String>,
+    pub time_zone: Option<String>,
+    pub content: Content,
+    pub due: DateTime<Utc>,
+}
+
+/// Writes planned messages and files them in the due index. A message that exists
+/// already (planning the same page twice) is left as it is.
+pub async fn plan(
+    store: &dyn Store,
+    ws: &str,
+    planned: Vec<Planned>,
+    now: DateTime<Utc>,
+    retention_days: i64,
+) -> AppResult<usize> {
+    let mut entries = Vec::with_capacity(planned.len());
+    for p in planned {
+        let mut m = new_record(
+            ws,
+            p.id,
+            Lane::Bulk,
+            MessageState::Planned,
+            &p.sender_id,
+            &p.to,
+            p.contact_id,
+            &p.content.subject,
+            now,
+        );
+        m.time_zone = p.time_zone;
+        m.due_at = Some(p.due);
+        m.content = Some(p.content);
+        match insert(store, &m, retention_days).await {
+            Ok(()) => {}
+            Err(AppError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+        entries.push(super::dispatch::DueEntry {
+            ws: ws.to_string(),
+            message_id: m.id,
+            lane: Lane::Bulk,
+            due: p.due,
+        });
+    }
+    super::dispatch::schedule(store, &entries, now).await?;
+    Ok(entries.len())
 }

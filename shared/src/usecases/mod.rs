@@ -8,7 +8,9 @@ pub mod jobs;
 pub mod lists;
 pub mod messages;
 pub mod planner;
+pub mod providers;
 pub mod send;
+pub mod senders;
 pub mod suppressions;
 pub mod workspaces;
 

@@ -555,8 +555,9 @@ async fn send_claimed(
     }
     // Campaign messages: the campaign's state (paused, cancelled) and the run's content,
     // read once per campaign and batch.
-    let gates =
-        super::campaigns::gates(deps.store, claimed.iter().filter_map(|c| campaign_of(&c.m))).await;
+    let wanted: Vec<(String, String, String)> =
+        claimed.iter().filter_map(|c| campaign_of(&c.m)).collect();
+    let gates = super::campaigns::gates(deps.store, wanted).await;
     // Decide per message; group those that may go by sender for the counters.
     let mut groups: BTreeMap<(String, String), Vec<Claimed>> = BTreeMap::new();
     for mut c in claimed {
@@ -1010,5 +1011,64 @@ impl Directory for StaticDirectory {
             route.paused = true;
         }
         Ok(())
+    }
+}
+
+/// Sender profiles and connections from the store (`/v1/senders`, `/v1/providers`):
+/// the product's directory, in Lambda and in the runner.
+pub struct StoreDirectory {
+    store: Arc<dyn Store>,
+    providers: super::providers::Providers,
+}
+
+impl StoreDirectory {
+    pub fn new(store: Arc<dyn Store>, providers: super::providers::Providers) -> Self {
+        Self { store, providers }
+    }
+}
+
+#[async_trait]
+impl Directory for StoreDirectory {
+    async fn route(&self, ws: &str, sender_id: &str) -> AppResult<Option<Route>> {
+        let store = self.store.as_ref();
+        let sender = match super::senders::get(store, ws, sender_id).await {
+            Ok(s) => s,
+            Err(AppError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (conn, provider) =
+            match super::providers::provider_for(store, &self.providers, ws, &sender.connection_id)
+                .await
+            {
+                Ok(found) => found,
+                Err(AppError::NotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+        let workspace_cap = super::workspaces::get_workspace(store, ws).await?.daily_cap;
+        Ok(Some(Route {
+            sender_id: sender.id.clone(),
+            from: sender.from_mailbox(),
+            reply_to: sender.reply_to_mailbox(),
+            connection_id: conn.id.clone(),
+            provider,
+            rate_per_sec: Some(conn.rate_per_second).filter(|r| *r > 0),
+            sender_tz: sender.tz(),
+            window: sender.window(),
+            sender_cap: sender.daily_cap(),
+            workspace_cap,
+            paused: sender.paused.is_some(),
+        }))
+    }
+
+    async fn pause(&self, ws: &str, sender_id: &str, reason: &str) -> AppResult<()> {
+        super::senders::pause(
+            self.store.as_ref(),
+            ws,
+            sender_id,
+            reason,
+            "the provider refused the sender",
+        )
+        .await
+        .map(|_| ())
     }
 }

@@ -292,9 +292,10 @@ impl LocalQueue {
             .and_then(|(at, _)| DateTime::from_timestamp_millis(*at))
     }
 
-    /// Waits until something is sent (or `timeout` passes).
-    pub async fn wait(&self, timeout: std::time::Duration) {
-        let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
+    /// Woken (`notify_waiters`) whenever records are sent; enable a `notified()` future
+    /// before looking at the queue so no send is missed.
+    pub fn notify(&self) -> &tokio::sync::Notify {
+        &self.notify
     }
 }
 
