@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
-use super::openapi::Conventions;
 use super::extract::{ApiJson, ListQuery, Pagination, PathParam};
+use super::openapi::Conventions;
 use crate::adapters::mail::outbox::{self, OutboxEntry, OutboxError};
 use crate::error::{AppError, AppResult};
 use crate::usecases::Paged;

@@ -471,6 +471,9 @@ pub struct Verification {
 
 // ---- the factory --------------------------------------------------------------------
 
+/// Built providers by (workspace, connection id), with the connection version they match.
+type ProviderCache = HashMap<(String, String), (DateTime<Utc>, Arc<dyn Provider>)>;
+
 /// Builds a [`Provider`] for a stored connection, and caches it per connection version
 /// (so an SMTP pool or an SES client is built once, not per message).
 #[derive(Clone)]
@@ -478,7 +481,7 @@ pub struct Providers {
     sealer: Sealer,
     outbox_root: Option<PathBuf>,
     replace_with: Option<Arc<dyn Provider>>,
-    cache: Arc<Mutex<HashMap<(String, String), (DateTime<Utc>, Arc<dyn Provider>)>>>,
+    cache: Arc<Mutex<ProviderCache>>,
 }
 
 impl fmt::Debug for Providers {
@@ -1173,6 +1176,9 @@ pub async fn delete(store: &dyn Store, ws: &str, id: &str) -> AppResult<()> {
     }
 }
 
+/// How long `verify` waits for a provider.
+pub const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// Checks the connection's credentials with the provider, without sending mail.
 pub async fn verify(
     store: &dyn Store,
@@ -1182,7 +1188,20 @@ pub async fn verify(
 ) -> AppResult<Verification> {
     let (_, provider) = provider_for(store, p, ws, id).await?;
     let checked_at = Utc::now();
-    Ok(match provider.verify().await {
+    // Bounded, so a connection pointing at a host that never answers cannot hold the request.
+    let outcome = tokio::time::timeout(VERIFY_TIMEOUT, provider.verify())
+        .await
+        .unwrap_or_else(|_| {
+            Err(SendError::Transient {
+                code: "timeout".into(),
+                detail: format!(
+                    "the provider did not answer within {} seconds",
+                    VERIFY_TIMEOUT.as_secs()
+                ),
+                retry_after: None,
+            })
+        });
+    Ok(match outcome {
         Ok(()) => Verification {
             ok: true,
             class: None,
