@@ -343,8 +343,10 @@ pub struct DkimInput {
 pub enum SettingsInput {
     Ses {
         /// AWS region of the SES account (`eu-west-1`).
+        #[schema(pattern = r"^[a-z0-9]+(-[a-z0-9]+)+-[0-9]+$")]
         region: String,
         #[serde(default)]
+        #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
         configuration_set: Option<String>,
         /// Static credentials (both or neither); without them the function's role is used.
         #[serde(default)]
@@ -383,7 +385,7 @@ pub enum SettingsInput {
 /// `POST /v1/providers` body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProvider {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: String,
     /// Sends per second shared by every sender on the connection; a default per kind.
     #[serde(default)]
@@ -447,7 +449,7 @@ pub enum SettingsPatch {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ProviderPatch {
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: Option<String>,
     #[serde(default)]
     #[schema(minimum = 1, maximum = 100000)]
