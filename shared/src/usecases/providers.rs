@@ -385,7 +385,11 @@ pub enum SettingsInput {
 /// `POST /v1/providers` body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProvider {
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// Sends per second shared by every sender on the connection; a default per kind.
     #[serde(default)]
@@ -449,7 +453,11 @@ pub enum SettingsPatch {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ProviderPatch {
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
     #[serde(default)]
     #[schema(minimum = 1, maximum = 100000)]
