@@ -46,13 +46,13 @@ pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
 /// (children before the parents they are found from).
 pub const DELETABLE_FAMILIES: [&str; 9] = [
     LISTS,
-    SENDERS,
-    PROVIDERS,
     CONTACTS,
     EMAILS,
     EXTERNAL_IDS,
     SUPPRESSIONS,
     IDEMPOTENCY,
+    SENDERS,
+    PROVIDERS,
     JOBS,
 ];
 
