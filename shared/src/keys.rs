@@ -64,13 +64,13 @@ pub const DELETABLE_FAMILIES: [&str; 13] = [
     MESSAGES,
     COUNTERS,
     LISTS,
-    SENDERS,
-    PROVIDERS,
     CONTACTS,
     EMAILS,
     EXTERNAL_IDS,
     SUPPRESSIONS,
     IDEMPOTENCY,
+    SENDERS,
+    PROVIDERS,
     JOBS,
 ];
 

@@ -929,7 +929,10 @@ async fn a_campaign_goes_from_lists_to_the_outbox_through_the_runner_over_http()
     let list = app.post("/v1/lists", json!({"name": "Readers"})).await;
     let list_id = list.body["id"].as_str().unwrap().to_string();
     let m = app
-        .post(&format!("/v1/lists/{list_id}/members"), json!({"contact_ids": ids}))
+        .post(
+            &format!("/v1/lists/{list_id}/members"),
+            json!({"contact_ids": ids}),
+        )
         .await;
     assert_eq!(m.body["changed"], 3);
 
@@ -966,11 +969,15 @@ async fn a_campaign_goes_from_lists_to_the_outbox_through_the_runner_over_http()
         format!("/v1/campaigns/{id}")
     );
 
-    let p = app.post(&format!("/v1/campaigns/{id}/preflight"), json!({})).await;
+    let p = app
+        .post(&format!("/v1/campaigns/{id}/preflight"), json!({}))
+        .await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert_eq!(p.body["recipients"], 3);
 
-    let l = app.post(&format!("/v1/campaigns/{id}/launch"), json!({})).await;
+    let l = app
+        .post(&format!("/v1/campaigns/{id}/launch"), json!({}))
+        .await;
     assert_eq!(l.status, StatusCode::ACCEPTED, "{}", l.body);
     assert_eq!(l.body["state"], "planning");
     // A launched campaign is no longer editable.
@@ -1002,7 +1009,12 @@ async fn a_campaign_goes_from_lists_to_the_outbox_through_the_runner_over_http()
     let sent = app
         .get(&format!("/v1/campaigns/{id}/messages?state=sent"))
         .await;
-    assert_eq!(sent.body["data"].as_array().unwrap().len(), 3, "{}", sent.body);
+    assert_eq!(
+        sent.body["data"].as_array().unwrap().len(),
+        3,
+        "{}",
+        sent.body
+    );
     let outbox = app.get("/v1/outbox").await;
     assert_eq!(outbox.status, StatusCode::OK, "{}", outbox.body);
     let in_outbox: Vec<&str> = outbox.body["data"]
