@@ -59,8 +59,6 @@ pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
 pub const DELETABLE_FAMILIES: [&str; 13] = [
-    CAMPAIGN_RUNS,
-    CAMPAIGNS,
     MESSAGES,
     COUNTERS,
     LISTS,
@@ -68,6 +66,8 @@ pub const DELETABLE_FAMILIES: [&str; 13] = [
     EMAILS,
     EXTERNAL_IDS,
     SUPPRESSIONS,
+    CAMPAIGN_RUNS,
+    CAMPAIGNS,
     IDEMPOTENCY,
     SENDERS,
     PROVIDERS,
