@@ -5,13 +5,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod delivery;
+
 use anyhow::{Context, Result};
 use mailpilot_shared::adapters::local::store::RedbStore;
-use mailpilot_shared::http::{self, AppState, Config, JobDriver};
+use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
+use mailpilot_shared::ports::clock::ManualClock;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
-use mailpilot_shared::usecases::{jobs, workspaces};
+use mailpilot_shared::usecases::messages::{Composer, DEFAULT_RETENTION_DAYS};
+use mailpilot_shared::usecases::providers::Providers;
+use mailpilot_shared::usecases::send::{Directory, SendConfig, StoreDirectory};
+use mailpilot_shared::usecases::{jobs, senders, workspaces};
 use tokio::net::TcpListener;
 
 /// The runner's settings (from `MAILPILOT_*` environment variables in `main`).
@@ -25,6 +31,52 @@ pub struct Settings {
     pub key_rate: u32,
     /// Create and announce a demo workspace on the first start.
     pub demo: bool,
+    /// The delivery engine's settings.
+    pub delivery: DeliverySettings,
+}
+
+/// How the runner sends mail.
+#[derive(Clone)]
+pub struct DeliverySettings {
+    /// Sender workers (0: none; tests then call `Engine::drain`).
+    pub workers: usize,
+    /// How often the dispatcher looks for due messages.
+    pub dispatch_every: std::time::Duration,
+    /// Message retention in days (`MAILPILOT_RETENTION_DAYS`, default 400).
+    pub retention_days: i64,
+    pub send: SendConfig,
+    pub queues: delivery::QueueSettings,
+    /// Keep the queues in `queues.redb` in the data dir (survives a crash).
+    pub persist_queues: bool,
+    /// Where sender profiles come from; `None`: the store's sender profiles.
+    pub directory: Option<Arc<dyn Directory>>,
+    /// Tests: a clock that moves only when told to.
+    pub manual_clock: Option<Arc<ManualClock>>,
+}
+
+impl std::fmt::Debug for DeliverySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliverySettings")
+            .field("workers", &self.workers)
+            .field("retention_days", &self.retention_days)
+            .field("queues", &self.queues)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            dispatch_every: std::time::Duration::from_secs(10),
+            retention_days: DEFAULT_RETENTION_DAYS,
+            send: SendConfig::default(),
+            queues: delivery::QueueSettings::default(),
+            persist_queues: true,
+            directory: None,
+            manual_clock: None,
+        }
+    }
 }
 
 impl Settings {
@@ -41,6 +93,16 @@ impl Settings {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(100),
             demo: true,
+            delivery: DeliverySettings {
+                workers: var("MAILPILOT_WORKERS")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(4),
+                retention_days: var("MAILPILOT_RETENTION_DAYS")
+                    .and_then(|v| v.parse().ok())
+                    .filter(|d: &i64| *d > 0)
+                    .unwrap_or(DEFAULT_RETENTION_DAYS),
+                ..DeliverySettings::default()
+            },
         }
     }
 }
@@ -77,14 +139,23 @@ fn load_or_create_secrets(path: &Path) -> Result<SecretsDoc> {
     Ok(doc)
 }
 
+/// Where the outbox keeps each workspace's mail: `<data dir>/outbox/<workspace id>/`.
+pub fn outbox_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("outbox")
+}
+
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
     pub store: Arc<RedbStore>,
     /// The demo workspace's key, when this start created it.
     pub demo: Option<workspaces::CreatedWorkspace>,
+    /// The delivery engine (queues, dispatcher, senders).
+    pub engine: Arc<delivery::Engine>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop_workers: tokio::sync::watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -96,6 +167,10 @@ impl Running {
     pub async fn stop(self) -> Result<()> {
         let _ = self.shutdown.send(());
         self.task.await??;
+        let _ = self.stop_workers.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
         Ok(())
     }
 }
@@ -126,12 +201,21 @@ pub async fn start_with_store(
     } else {
         None
     };
+    // Every workspace of the runner can send at once: an outbox connection and a sender
+    // on it (docs/providers.md). Idempotent, so a data dir from before gets them too.
+    if let Ok(ws) = std::fs::read_to_string(&demo_marker) {
+        senders::ensure_local_sender(store.as_ref(), ws.trim())
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the default sender: {e}"))?;
+    }
     let dyn_store: Arc<dyn Store> = store.clone();
+    let sealer = Sealer::new(&secrets.encryption_key);
     let config = Config {
         admin_token: settings.admin_token.clone().or(secrets.admin_token.clone()),
-        sealer: Sealer::new(&secrets.encryption_key),
+        sealer: sealer.clone(),
         jobs: JobDriver::Background,
         cache_keys: true,
+        providers: Providers::new(sealer, Some(outbox_root(&settings.data_dir))),
     };
     let state = AppState::new(
         dyn_store.clone(),
@@ -149,6 +233,42 @@ pub async fn start_with_store(
         .await
         .with_context(|| format!("binding {}", settings.addr))?;
     let addr = listener.local_addr()?;
+    let d = &settings.delivery;
+    let directory: Arc<dyn Directory> = match &d.directory {
+        Some(dir) => dir.clone(),
+        None => Arc::new(StoreDirectory::new(
+            dyn_store.clone(),
+            state.config.providers.clone(),
+        )),
+    };
+    let composer = Composer {
+        link_keys: Arc::new(
+            secrets
+                .link_keys()
+                .map_err(|e| anyhow::anyhow!("link-signing keys: {e}"))?,
+        ),
+        public_url: settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+    };
+    let engine = Arc::new(delivery::Engine::new(
+        dyn_store.clone(),
+        directory.clone(),
+        d.manual_clock.clone(),
+        composer,
+        d.send.clone(),
+        d.persist_queues.then_some(settings.data_dir.as_path()),
+        &d.queues,
+    )?);
+    state.set_sending(Sending {
+        directory,
+        priority: engine.priority.clone(),
+        clock: engine.clock.clone(),
+        retention_days: d.retention_days,
+    });
+    let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = engine.spawn(d.workers, d.dispatch_every, stop_rx);
     let app = http::router(state);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -162,7 +282,10 @@ pub async fn start_with_store(
         addr,
         store,
         demo,
+        engine,
         shutdown: tx,
         task,
+        stop_workers,
+        workers,
     })
 }

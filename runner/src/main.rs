@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use mailpilot_runner::{Settings, open_data_dir, start};
-use mailpilot_shared::usecases::workspaces;
+use mailpilot_shared::usecases::{senders, workspaces};
 
 #[derive(Parser)]
 #[command(name = "mailpilot", version, about = "Mailpilot, on one machine")]
@@ -49,6 +49,9 @@ async fn main() -> Result<()> {
                 workspaces::create_workspace(store.as_ref(), workspaces::CreateWorkspace { name })
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
+            senders::ensure_local_sender(store.as_ref(), &created.workspace_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string(&created)?);
             Ok(())
         }

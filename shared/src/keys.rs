@@ -27,6 +27,21 @@ pub const SUPPRESSIONS: &str = "suppressions";
 pub const LISTS: &str = "lists";
 pub const JOBS: &str = "jobs";
 pub const IDEMPOTENCY: &str = "idem";
+/// Messages (sort key = message id) and their counters (daily caps, rates).
+pub const MESSAGES: &str = "msgs";
+pub const COUNTERS: &str = "counters";
+
+/// Global pointer: a provider's message id → workspace and message (for events).
+pub fn provider_message(provider: &str, provider_message_id: &str) -> (String, String) {
+    (
+        format!("provmsg#{provider}#{provider_message_id}"),
+        "msg".into(),
+    )
+}
+/// Provider connections: sort key = connection id.
+pub const PROVIDERS: &str = "providers";
+/// Sender profiles: sort key = sender id.
+pub const SENDERS: &str = "senders";
 
 /// Members of one list: sort key = contact id.
 pub fn list_members(ws_id: &str, list_id: &str) -> String {
@@ -40,8 +55,12 @@ pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
 
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 7] = [
+pub const DELETABLE_FAMILIES: [&str; 11] = [
+    MESSAGES,
+    COUNTERS,
     LISTS,
+    SENDERS,
+    PROVIDERS,
     CONTACTS,
     EMAILS,
     EXTERNAL_IDS,

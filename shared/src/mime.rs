@@ -109,6 +109,11 @@ fn raw_header(name: &'static str, value: String) -> HeaderValue {
 
 /// Builds the RFC 5322 bytes of a message.
 pub fn build(parts: &MessageParts) -> Result<Vec<u8>, MimeError> {
+    Ok(message(parts)?.formatted())
+}
+
+/// Builds the message as lettre's [`Message`] (what DKIM signing takes).
+pub fn message(parts: &MessageParts) -> Result<Message, MimeError> {
     let mut builder = Message::builder()
         .from(mailbox("from", &parts.from)?)
         .to(mailbox("to", &parts.to)?)
@@ -149,7 +154,7 @@ pub fn build(parts: &MessageParts) -> Result<Vec<u8>, MimeError> {
         (None, None) => return Err(MimeError::NoBody),
     }
     .map_err(|e| MimeError::Build(e.to_string()))?;
-    Ok(message.formatted())
+    Ok(message)
 }
 
 #[cfg(test)]

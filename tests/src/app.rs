@@ -40,6 +40,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         admin_token: Some(ADMIN_TOKEN.into()),
         key_rate: 0,
         demo: true,
+        delivery: mailpilot_runner::DeliverySettings::default(),
     };
     tweak(&mut settings);
     let running = mailpilot_runner::start(settings)
@@ -61,6 +62,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl TestApp {
+    /// The runner's delivery engine (queues, dispatcher, senders), e.g. to `drain` it.
+    pub fn engine(&self) -> &Arc<mailpilot_runner::delivery::Engine> {
+        &self._running.engine
+    }
+
     /// A request with a bearer key (and a JSON body when given).
     pub async fn call(
         &self,

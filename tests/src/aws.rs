@@ -36,3 +36,20 @@ pub fn dynamo_client() -> Client {
         .build();
     Client::from_conf(config)
 }
+
+/// An SQS client for the emulator at [`endpoint`] (same credentials and region).
+pub fn sqs_client() -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "mailpilot-tests",
+        ))
+        .endpoint_url(endpoint())
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}

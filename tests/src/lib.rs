@@ -1,4 +1,5 @@
 pub mod app;
 pub mod aws;
 pub mod conformance;
+pub mod delivery;
 pub mod faults;

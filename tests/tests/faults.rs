@@ -39,6 +39,7 @@ async fn harness(fault: Fault) -> Harness {
         sealer: Sealer::new(&SecretsDoc::generate().encryption_key),
         jobs: JobDriver::OnPoll,
         cache_keys: false,
+        providers: mailpilot_shared::usecases::providers::Providers::new(Sealer::new("k"), None),
     };
     let router = http::router(AppState::new(
         faulty.clone(),
@@ -204,6 +205,7 @@ async fn an_interrupted_delete_job_resumes_after_a_restart_and_finishes() {
         admin_token: None,
         key_rate: 0,
         demo: false,
+        delivery: mailpilot_runner::DeliverySettings::default(),
     })
     .await
     .unwrap();

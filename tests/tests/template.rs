@@ -159,6 +159,13 @@ fn the_api_function_may_touch_only_its_table_and_secret() {
                     json!({ "Fn::Sub": format!("${{{table_id}.Arn}}/index/*") }),
                 ]
             );
+        } else if actions.iter().any(|a| a.starts_with("sqs:")) {
+            // POST /v1/send enqueues on the high-priority queue, nothing else.
+            assert_eq!(actions, vec!["sqs:SendMessage"]);
+            assert_eq!(
+                resources,
+                vec![json!({ "Fn::GetAtt": "PriorityQueue.Arn" })]
+            );
         } else {
             assert_eq!(actions, vec!["secretsmanager:GetSecretValue"]);
             assert_eq!(resources, vec![json!({ "Ref": "MailpilotSecrets" })]);
@@ -194,6 +201,228 @@ fn the_architecture_parameter_defaults_to_x86_64() {
         t["Resources"]["ApiFunction"]["Properties"]["CodeUri"],
         "target/lambda/api/"
     );
+}
+
+// ---- delivery ---------------------------------------------------------------------
+
+fn statements(f: &Json) -> Vec<(Vec<String>, Vec<Json>)> {
+    f["Properties"]["Policies"]
+        .as_array()
+        .expect("Policies")
+        .iter()
+        .flat_map(|p| p["Statement"].as_array().expect("inline statements").iter())
+        .map(|s| {
+            assert_eq!(s["Effect"], "Allow");
+            let actions = match &s["Action"] {
+                Json::String(a) => vec![a.clone()],
+                Json::Array(a) => a
+                    .iter()
+                    .filter_map(|a| a.as_str().map(String::from))
+                    .collect(),
+                other => panic!("unexpected Action {other}"),
+            };
+            for a in &actions {
+                assert!(!a.contains('*'), "no wildcard actions: {a}");
+            }
+            let resources = match &s["Resource"] {
+                Json::Array(r) => r.clone(),
+                r => vec![r.clone()],
+            };
+            (actions, resources)
+        })
+        .collect()
+}
+
+#[test]
+fn the_send_queues_have_dead_letter_queues_and_outlast_the_sender() {
+    use mailpilot_shared::model::message::MAX_ATTEMPTS;
+    let t = template();
+    let r = &t["Resources"];
+    let send_timeout = r["SendFunction"]["Properties"]["Timeout"]
+        .as_u64()
+        .expect("the send function's timeout");
+    for (queue, dlq) in [
+        ("SendQueue", "SendDeadLetterQueue"),
+        ("PriorityQueue", "PriorityDeadLetterQueue"),
+    ] {
+        let q = &r[queue];
+        assert_eq!(q["Type"], "AWS::SQS::Queue", "{queue}");
+        let p = &q["Properties"];
+        let visibility = p["VisibilityTimeout"].as_u64().expect("VisibilityTimeout");
+        assert!(
+            visibility >= 6 * send_timeout,
+            "{queue}: visibility {visibility} < 6 x {send_timeout}"
+        );
+        assert_eq!(
+            p["MessageRetentionPeriod"], 1_209_600,
+            "{queue} keeps records 14 days"
+        );
+        let redrive = &p["RedrivePolicy"];
+        assert_eq!(
+            redrive["deadLetterTargetArn"],
+            json!({ "Fn::GetAtt": format!("{dlq}.Arn") })
+        );
+        let max = redrive["maxReceiveCount"]
+            .as_u64()
+            .expect("maxReceiveCount");
+        assert!(
+            max > u64::from(MAX_ATTEMPTS),
+            "{queue}: maxReceiveCount {max} must exceed the attempt limit"
+        );
+        assert_eq!(r[dlq]["Type"], "AWS::SQS::Queue");
+        assert_eq!(r[dlq]["Properties"]["MessageRetentionPeriod"], 1_209_600);
+    }
+}
+
+#[test]
+fn the_send_function_reads_every_lane_with_partial_batch_responses() {
+    let t = template();
+    let f = &t["Resources"]["SendFunction"];
+    assert_eq!(f["Properties"]["CodeUri"], "target/lambda/send/");
+    let events = f["Properties"]["Events"].as_object().expect("Events");
+    let mut queues = BTreeSet::new();
+    for (name, e) in events {
+        assert_eq!(e["Type"], "SQS", "{name}");
+        let p = &e["Properties"];
+        queues.insert(
+            p["Queue"]["Fn::GetAtt"]
+                .as_str()
+                .expect("a queue ARN")
+                .to_string(),
+        );
+        assert_eq!(
+            p["FunctionResponseTypes"],
+            json!(["ReportBatchItemFailures"]),
+            "{name}"
+        );
+        assert!(
+            p["BatchSize"]
+                .as_u64()
+                .is_some_and(|b| (1..=10).contains(&b)),
+            "{name}"
+        );
+        assert!(
+            p["ScalingConfig"]["MaximumConcurrency"]
+                .as_u64()
+                .is_some_and(|c| c >= 2),
+            "{name}"
+        );
+    }
+    let want: BTreeSet<String> = [
+        "SendQueue",
+        "PriorityQueue",
+        "SendDeadLetterQueue",
+        "PriorityDeadLetterQueue",
+    ]
+    .iter()
+    .map(|q| format!("{q}.Arn"))
+    .collect();
+    assert_eq!(queues, want);
+    let env = &f["Properties"]["Environment"]["Variables"];
+    for var in [
+        "MAILPILOT_TABLE",
+        "MAILPILOT_SECRETS_ARN",
+        "MAILPILOT_PUBLIC_URL",
+        "MAILPILOT_SEND_QUEUE_URL",
+        "MAILPILOT_SEND_QUEUE_ARN",
+        "MAILPILOT_PRIORITY_QUEUE_URL",
+        "MAILPILOT_PRIORITY_QUEUE_ARN",
+        "MAILPILOT_DEAD_LETTER_QUEUE_ARNS",
+    ] {
+        assert!(!env[var].is_null(), "SendFunction needs {var}");
+    }
+    let mut saw_ses = false;
+    for (actions, resources) in statements(f) {
+        if actions.iter().any(|a| a.starts_with("ses:")) {
+            saw_ses = true;
+            assert_eq!(actions, vec!["ses:SendEmail", "ses:SendRawEmail"]);
+            // Only the configured identity, never every identity of the account.
+            let arn = resources[0]["Fn::Sub"].as_str().expect("an identity ARN");
+            assert!(arn.ends_with(":identity/${SendingIdentity}"), "{arn}");
+            assert_eq!(resources.len(), 1);
+        }
+        if actions.iter().any(|a| a.starts_with("sqs:")) {
+            assert_eq!(actions, vec!["sqs:ChangeMessageVisibility"]);
+        }
+    }
+    assert!(saw_ses, "the sender may send through SES");
+    assert!(t["Parameters"]["SendingIdentity"].is_object());
+}
+
+#[test]
+fn the_dispatcher_runs_every_minute_alone_with_a_scoped_role() {
+    let t = template();
+    let r = &t["Resources"];
+    let f = &r["DispatchFunction"];
+    assert_eq!(f["Properties"]["CodeUri"], "target/lambda/dispatch/");
+    assert_eq!(f["Properties"]["ReservedConcurrentExecutions"], 1);
+    for (actions, resources) in statements(f) {
+        if actions.iter().any(|a| a.starts_with("sqs:")) {
+            assert_eq!(actions, vec!["sqs:SendMessage"]);
+            assert_eq!(
+                resources,
+                vec![
+                    json!({ "Fn::GetAtt": "SendQueue.Arn" }),
+                    json!({ "Fn::GetAtt": "PriorityQueue.Arn" })
+                ]
+            );
+        } else {
+            assert!(
+                actions.iter().all(|a| a.starts_with("dynamodb:")),
+                "{actions:?}"
+            );
+            assert!(
+                !actions
+                    .iter()
+                    .any(|a| a.contains("Delete") || a.contains("Batch")),
+                "{actions:?}"
+            );
+        }
+    }
+    let (_, schedule) = resource(&t, "AWS::Scheduler::Schedule");
+    let p = &schedule["Properties"];
+    assert_eq!(p["ScheduleExpression"], "rate(1 minute)");
+    assert_eq!(
+        p["Target"]["Arn"],
+        json!({ "Fn::GetAtt": "DispatchFunction.Arn" })
+    );
+    assert_eq!(
+        p["Target"]["RoleArn"],
+        json!({ "Fn::GetAtt": "DispatchScheduleRole.Arn" })
+    );
+    let role = &r["DispatchScheduleRole"]["Properties"];
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"],
+        "scheduler.amazonaws.com"
+    );
+    let st = &role["Policies"][0]["PolicyDocument"]["Statement"][0];
+    assert_eq!(st["Action"], json!(["lambda:InvokeFunction"]));
+    assert_eq!(
+        st["Resource"],
+        json!({ "Fn::GetAtt": "DispatchFunction.Arn" })
+    );
+}
+
+#[test]
+fn every_function_is_packaged() {
+    let t = template();
+    let script = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/package.sh"),
+    )
+    .expect("scripts/package.sh");
+    for (id, r) in t["Resources"].as_object().expect("Resources") {
+        if r["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let uri = r["Properties"]["CodeUri"].as_str().expect("CodeUri");
+        let name = uri
+            .trim_start_matches("target/lambda/")
+            .trim_end_matches('/');
+        assert!(
+            script.contains(&format!(" {name}")) || script.contains(&format!("({name}")),
+            "{id} ({name}) is not built by scripts/package.sh"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

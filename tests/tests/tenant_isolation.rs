@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use mailpilot_shared::usecases::senders::LOCAL_SENDER_ID;
 use mailpilot_tests::app::{TestApp, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -18,6 +19,7 @@ struct Fixtures {
     suppressed: String,
     key_id: String,
     job_id: String,
+    message_id: String,
 }
 
 async fn workspace_a(app: &TestApp) -> Fixtures {
@@ -53,6 +55,18 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         .post("/v1/api-keys", json!({"name": "a-key", "scope": "read"}))
         .await;
     let key_id = k.body["id"].as_str().unwrap().to_string();
+    // The delete job above removed the local sender too: put it back.
+    mailpilot_shared::usecases::senders::ensure_local_sender(app.store.as_ref(), &app.workspace_id)
+        .await
+        .unwrap();
+    let m = app
+        .post(
+            "/v1/send",
+            json!({"sender_id": LOCAL_SENDER_ID, "to": email, "subject": "A's secret", "text": "hi"}),
+        )
+        .await;
+    assert_eq!(m.status, StatusCode::ACCEPTED, "{}", m.body);
+    let message_id = m.body["id"].as_str().unwrap().to_string();
     Fixtures {
         contact_id,
         email,
@@ -61,6 +75,7 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         suppressed: "gone@a.example".into(),
         key_id,
         job_id,
+        message_id,
     }
 }
 
@@ -78,6 +93,7 @@ fn substitute(template: &str, f: &Fixtures) -> String {
             HashMap::from([("id", f.list_id.as_str())])
         }
         "/v1/suppressions/{email}" => HashMap::from([("email", f.suppressed.as_str())]),
+        "/v1/messages/{id}" => HashMap::from([("id", f.message_id.as_str())]),
         other if other.contains('{') => {
             panic!("no tenant-isolation fixture for {other}: add one here")
         }
@@ -106,6 +122,10 @@ fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
         ("POST", "/v1/suppressions") => json!({"email": "someone@b.example"}),
         ("POST", "/v1/api-keys") => json!({"name": "b", "scope": "full"}),
         ("POST", "/v1/workspaces") => json!({"name": "x"}),
+        // A's sender: B may not send through it.
+        ("POST", "/v1/send") => {
+            json!({"sender_id": LOCAL_SENDER_ID, "to": "bob@b.example", "subject": "s", "text": "t"})
+        }
         (m, _) if m == "POST" || m == "PUT" || m == "PATCH" => json!({}),
         _ => return None,
     };
@@ -138,6 +158,7 @@ fn leaks(body: &Value, f: &Fixtures, ws_a: &str, given: &str) -> Option<String> 
         &f.email,
         &f.list_id,
         &f.suppressed,
+        &f.message_id,
         &f.key_id,
         &f.job_id,
         &f.external_id,
@@ -189,6 +210,16 @@ async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() 
         match template.as_str() {
             // The admin route does not take workspace keys at all.
             "/v1/workspaces" => assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{what}"),
+            // Another workspace's sender does not exist for B.
+            "/v1/send" => {
+                assert_eq!(
+                    a.status,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "{what}: {}",
+                    a.body
+                );
+                assert_eq!(a.body["errors"][0]["field"], "/sender_id", "{what}");
+            }
             // An upsert by email creates the caller's own contact: never A's.
             "/v1/contacts/by-email/{email}" if *method == Method::PUT => {
                 assert_eq!(a.status, StatusCode::CREATED, "{what}: {}", a.body)

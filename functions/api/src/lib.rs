@@ -3,27 +3,55 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use mailpilot_shared::adapters::aws::queue::SqsQueue;
 use mailpilot_shared::adapters::aws::store::DynamoStore;
-use mailpilot_shared::http::{self, AppState, Config, JobDriver};
+use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
+use mailpilot_shared::ports::clock::SystemClock;
+use mailpilot_shared::ports::queue::Queue;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
+use mailpilot_shared::usecases::messages::DEFAULT_RETENTION_DAYS;
+use mailpilot_shared::usecases::providers::Providers;
+use mailpilot_shared::usecases::send::StoreDirectory;
 
 /// The router over a store and the secrets (what `main` serves, and tests call).
 pub fn app(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> axum::Router {
+    http::router(state(store, secrets, key_rate))
+}
+
+/// The API's state (the router's), before `POST /v1/send` is wired to a queue.
+pub fn state(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> AppState {
     let config = Config {
         admin_token: secrets.admin_token.clone(),
         sealer: Sealer::new(&secrets.encryption_key),
         // Nothing runs after a Lambda answers: each poll of a job advances it.
         jobs: JobDriver::OnPoll,
         cache_keys: false,
+        // No outbox in AWS: mail leaves through SES, Resend or SMTP connections.
+        providers: Providers::new(Sealer::new(&secrets.encryption_key), None),
     };
     let limiter = RateLimiter::store(key_rate, store.clone());
-    http::router(AppState::new(store, config, limiter))
+    AppState::new(store, config, limiter)
+}
+
+/// Enables `POST /v1/send`: transactional messages go to the high-priority queue.
+pub fn enable_sending(state: &AppState, priority: Arc<dyn Queue>, retention_days: i64) {
+    let directory = Arc::new(StoreDirectory::new(
+        state.store.clone(),
+        state.config.providers.clone(),
+    ));
+    state.set_sending(Sending {
+        directory,
+        priority,
+        clock: Arc::new(SystemClock),
+        retention_days,
+    });
 }
 
 /// Builds the app from the function's environment: `MAILPILOT_TABLE`,
-/// `MAILPILOT_SECRETS_ARN`, `MAILPILOT_KEY_RATE` (default 100).
+/// `MAILPILOT_SECRETS_ARN`, `MAILPILOT_PRIORITY_QUEUE_URL`, `MAILPILOT_KEY_RATE` (default
+/// 100), `MAILPILOT_RETENTION_DAYS` (default 400).
 pub async fn app_from_env() -> Result<axum::Router> {
     let table = std::env::var("MAILPILOT_TABLE").context("MAILPILOT_TABLE is not set")?;
     let secret_id =
@@ -41,5 +69,15 @@ pub async fn app_from_env() -> Result<axum::Router> {
     .context("loading the secrets")?;
     let store: Arc<dyn Store> =
         Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
-    Ok(app(store, &secrets, key_rate))
+    let state = state(store, &secrets, key_rate);
+    let queue_url = std::env::var("MAILPILOT_PRIORITY_QUEUE_URL")
+        .context("MAILPILOT_PRIORITY_QUEUE_URL is not set")?;
+    let retention_days = std::env::var("MAILPILOT_RETENTION_DAYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|d: &i64| *d > 0)
+        .unwrap_or(DEFAULT_RETENTION_DAYS);
+    let priority = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url));
+    enable_sending(&state, priority, retention_days);
+    Ok(http::router(state))
 }

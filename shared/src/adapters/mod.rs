@@ -5,3 +5,4 @@
 pub mod aws;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod mail;

@@ -69,13 +69,25 @@ fn bearer(req: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// What a request needs from the key's scope. Send-scoped routes arrive with the
-/// delivery engine; until then every non-GET needs `full`.
+/// What a request needs from the key's scope: GETs need `read`, everything else
+/// `full`; a `send` key may call only [`is_send_route`]s.
 fn access_for(req: &Request) -> Access {
     if req.method() == Method::GET || req.method() == Method::HEAD {
         Access::Read
     } else {
         Access::Write
+    }
+}
+
+/// `POST /v1/send` and `GET /v1/messages/{id}`: what a `send` key may call.
+fn is_send_route(req: &Request) -> bool {
+    let path = req.uri().path();
+    match *req.method() {
+        Method::POST => path == "/v1/send",
+        Method::GET | Method::HEAD => path
+            .strip_prefix("/v1/messages/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/')),
+        _ => false,
     }
 }
 
@@ -92,7 +104,8 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
         Ok(None) => return AppError::Unauthorized("the API key is not valid").into_response(),
         Err(e) => return e.into_response(),
     };
-    if !principal.scope.allows(access_for(&req)) {
+    let send_route = is_send_route(&req) && principal.scope == crate::model::Scope::Send;
+    if !(send_route || principal.scope.allows(access_for(&req))) {
         return AppError::Forbidden(format!(
             "this key's scope ({}) does not allow this call",
             principal.scope.as_str()

@@ -2,8 +2,10 @@
 //! the OpenAPI document. Served by functions/api in Lambda and by the runner locally.
 
 pub mod auth;
+pub mod delivery;
 pub mod extract;
 pub mod idempotency;
+pub mod messages;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -15,10 +17,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
+use crate::ports::clock::Clock;
+use crate::ports::queue::Queue;
 use crate::ports::store::Store;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Sealer;
 use crate::usecases::jobs;
+use crate::usecases::send::Directory;
 
 /// Inline request bodies are capped at 4 MB (API Gateway base64-encodes bodies and
 /// Lambda takes 6 MB).
@@ -41,6 +46,8 @@ pub struct Config {
     /// revocation (the runner): revoking clears the cache, so a revoked key stops at
     /// once. Lambda instances cannot see each other's revocations and do not cache.
     pub cache_keys: bool,
+    /// Builds providers for connections (and knows the local outbox folder, if any).
+    pub providers: crate::usecases::providers::Providers,
 }
 
 #[derive(Clone)]
@@ -51,6 +58,17 @@ pub struct Inner {
     pub config: Config,
     pub limiter: RateLimiter,
     pub(crate) keys: auth::KeyCache,
+    /// What `POST /v1/send` needs; set once at start ([`AppState::set_sending`]).
+    pub sending: std::sync::OnceLock<Sending>,
+}
+
+/// The delivery engine's side of the API: sender profiles and the high-priority queue.
+pub struct Sending {
+    pub directory: Arc<dyn Directory>,
+    pub priority: Arc<dyn Queue>,
+    pub clock: Arc<dyn Clock>,
+    /// Message retention in days (items carry a TTL).
+    pub retention_days: i64,
 }
 
 impl std::ops::Deref for AppState {
@@ -67,7 +85,13 @@ impl AppState {
             config,
             limiter,
             keys: auth::KeyCache::default(),
+            sending: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Enables `POST /v1/send` (once; a second call is ignored).
+    pub fn set_sending(&self, sending: Sending) {
+        let _ = self.0.sending.set(sending);
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -99,6 +123,27 @@ pub async fn drive_to_end(store: Arc<dyn Store>, ws: String, job_id: String) {
             }
         }
     }
+}
+
+/// Provider connections, sender profiles and the outbox (`http::delivery`).
+fn delivery_routes() -> Router<AppState> {
+    use delivery::*;
+    Router::new()
+        .route("/v1/providers", get(list_providers).post(create_provider))
+        .route(
+            "/v1/providers/{id}",
+            get(get_provider)
+                .patch(patch_provider)
+                .delete(delete_provider),
+        )
+        .route("/v1/providers/{id}/verify", post(verify_provider))
+        .route("/v1/senders", get(list_senders).post(create_sender))
+        .route(
+            "/v1/senders/{id}",
+            get(get_sender).patch(patch_sender).delete(delete_sender),
+        )
+        .route("/v1/outbox", get(list_outbox))
+        .route("/v1/outbox/{message_id}", get(get_outbox_message))
 }
 
 /// The whole HTTP API.
@@ -142,6 +187,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/suppressions/{email}",
             get(get_suppression).delete(remove_suppression),
         )
+        .route("/v1/send", post(messages::send))
+        .route("/v1/messages", get(messages::list_messages))
+        .route("/v1/messages/{id}", get(messages::get_message))
+        .merge(delivery_routes())
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

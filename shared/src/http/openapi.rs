@@ -26,13 +26,14 @@ use super::routes;
         routes::create_list, routes::list_lists, routes::get_list, routes::patch_list, routes::delete_list,
         routes::list_members, routes::add_members, routes::remove_members,
         routes::add_suppression, routes::list_suppressions, routes::get_suppression, routes::remove_suppression,
+        super::messages::send, super::messages::get_message, super::messages::list_messages,
     ),
     components(schemas(super::problem::Problem)),
     modifiers(&Conventions)
 )]
 pub struct ApiDoc;
 
-struct Conventions;
+pub(crate) struct Conventions;
 
 /// Error answers every authenticated operation can give.
 const KEYED_ERRORS: [(&str, &str); 7] = [
@@ -131,7 +132,12 @@ fn is_empty_requirement(r: &SecurityRequirement) -> bool {
 /// The document as JSON, built once.
 pub fn json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()))
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .merge_from(super::delivery::DeliveryDoc::openapi())
+            .to_json()
+            .unwrap_or_else(|_| "{}".into())
+    })
 }
 
 /// `GET /openapi.json`.

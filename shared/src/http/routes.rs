@@ -105,6 +105,10 @@ pub async fn create_workspace(
     ApiJson(input): ApiJson<CreateWorkspace>,
 ) -> AppResult<Response> {
     let created = workspaces::create_workspace(s.store(), input).await?;
+    if s.config.providers.outbox_root().is_some() {
+        // The local runner: the new workspace can send to the outbox at once.
+        crate::usecases::senders::ensure_local_sender(s.store(), &created.workspace_id).await?;
+    }
     Ok(created_ws(created))
 }
 

@@ -15,6 +15,9 @@ impl Id {
     pub const LIST: &'static str = "ls";
     pub const API_KEY: &'static str = "key";
     pub const JOB: &'static str = "job";
+    pub const MESSAGE: &'static str = "msg";
+    pub const PROVIDER: &'static str = "pc";
+    pub const SENDER: &'static str = "sp";
 
     /// A new random id of the given kind, e.g. `ct_5x0...`.
     pub fn generate(prefix: &str) -> String {

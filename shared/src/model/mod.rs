@@ -5,7 +5,9 @@ pub mod contact;
 pub mod email;
 pub mod ids;
 pub mod links;
+pub mod message;
 pub mod scope;
+pub mod sender;
 pub mod text;
 pub mod tracking;
 

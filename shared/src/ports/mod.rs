@@ -1,4 +1,6 @@
 //! Ports: the small capability traits the use cases talk through.
 
+pub mod clock;
 pub mod provider;
+pub mod queue;
 pub mod store;

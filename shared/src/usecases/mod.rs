@@ -2,8 +2,13 @@
 //! "what happens when X" by opening one file here.
 
 pub mod contacts;
+pub mod dispatch;
 pub mod jobs;
 pub mod lists;
+pub mod messages;
+pub mod providers;
+pub mod send;
+pub mod senders;
 pub mod suppressions;
 pub mod workspaces;
 

@@ -27,6 +27,10 @@ pub struct Workspace {
     /// Base URL for tracking and unsubscribe links; the platform's default when unset.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Most messages the whole workspace sends a UTC day, over all its senders; none =
+    /// no workspace cap.
+    #[serde(default)]
+    pub daily_cap: Option<u64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -62,6 +66,10 @@ pub struct WorkspacePatch {
     #[serde(default, deserialize_with = "crate::serde_util::double_option")]
     #[schema(value_type = Option<String>, max_length = 2000, pattern = r"^https?://[^\s\x00-\x1f\x7f-\x9f/]+(/[^\s\x00-\x1f\x7f-\x9f]*)?$")]
     pub public_url: Option<Option<String>>,
+    /// Most messages a UTC day over all senders; `null` removes the cap.
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1000000000)]
+    pub daily_cap: Option<Option<u64>>,
 }
 
 /// Answer to workspace creation: the only time the key is shown.
@@ -215,6 +223,7 @@ pub async fn create_workspace(
         company_name: None,
         postal_address: None,
         public_url: None,
+        daily_cap: None,
         created_at: now,
         updated_at: now,
     };
@@ -229,6 +238,16 @@ pub async fn create_workspace(
         workspace_id: ws.id,
         api_key: key.key,
     })
+}
+
+/// Largest workspace daily cap accepted.
+pub const WORKSPACE_CAP_MAX: u64 = 1_000_000_000;
+
+impl Workspace {
+    /// The day the workspace's daily counter counts `now` in (UTC: a workspace has no zone).
+    pub fn cap_day(now: DateTime<Utc>) -> chrono::NaiveDate {
+        now.date_naive()
+    }
 }
 
 pub async fn get_workspace(store: &dyn Store, ws_id: &str) -> AppResult<Workspace> {
@@ -270,6 +289,17 @@ pub async fn patch_workspace(
             Err(reason) => errors.push(FieldError::new("/public_url", reason)),
         },
         Some(None) => update = update.remove("public_url"),
+        None => {}
+    }
+    match patch.daily_cap {
+        Some(Some(cap)) if (1..=WORKSPACE_CAP_MAX).contains(&cap) => {
+            update = update.set("daily_cap", Value::N(cap.to_string()))
+        }
+        Some(Some(_)) => errors.push(FieldError::new(
+            "/daily_cap",
+            format!("must be 1 to {WORKSPACE_CAP_MAX} (null removes the cap)"),
+        )),
+        Some(None) => update = update.remove("daily_cap"),
         None => {}
     }
     if !errors.is_empty() {

@@ -1,5 +1,6 @@
-//! AWS adapters: DynamoDB.
+//! AWS adapters: DynamoDB, SQS, Secrets Manager.
 
+pub mod queue;
 pub mod secrets;
 pub mod store;
 pub mod table;

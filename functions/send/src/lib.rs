@@ -1,0 +1,149 @@
+//! The send function: an SQS batch (from the send queue, the high-priority queue or one
+//! of their dead-letter queues) → `usecases::send` → a partial batch response naming
+//! exactly the records to retry. A record handed back with a delay gets
+//! ChangeMessageVisibility first.
+
+use std::sync::Arc;
+
+use mailpilot_shared::ports::clock::Clock;
+use mailpilot_shared::ports::queue::{Lane, Queue};
+use mailpilot_shared::ports::store::Store;
+use mailpilot_shared::usecases::messages::Composer;
+use mailpilot_shared::usecases::send::{
+    self, Directory, Incoming, Outcome, SendConfig, SenderDeps,
+};
+use serde::{Deserialize, Serialize};
+
+/// The SQS event (the fields the sender reads).
+#[derive(Debug, Deserialize)]
+pub struct SqsEvent {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<SqsRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SqsRecord {
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(rename = "receiptHandle")]
+    pub receipt_handle: String,
+    #[serde(default)]
+    pub body: String,
+    #[serde(rename = "eventSourceARN", default)]
+    pub event_source_arn: String,
+}
+
+/// The partial batch response (`ReportBatchItemFailures`).
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BatchResponse {
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<ItemFailure>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+/// One queue the function consumes: its ARN and the handle to change visibility on it.
+pub struct Source {
+    pub arn: String,
+    pub queue: Arc<dyn Queue>,
+}
+
+pub struct Handler {
+    pub store: Arc<dyn Store>,
+    pub directory: Arc<dyn Directory>,
+    pub clock: Arc<dyn Clock>,
+    pub composer: Composer,
+    pub config: SendConfig,
+    pub bulk: Source,
+    pub priority: Source,
+    /// ARNs of the dead-letter queues (their records mark messages `failed(dead_letter)`).
+    pub dead_letter_arns: Vec<String>,
+}
+
+enum Kind {
+    Lane(Lane),
+    DeadLetter,
+}
+
+impl Handler {
+    fn kind_of(&self, arn: &str) -> Kind {
+        if self.dead_letter_arns.iter().any(|a| a == arn) {
+            Kind::DeadLetter
+        } else if arn == self.priority.arn {
+            Kind::Lane(Lane::Priority)
+        } else {
+            Kind::Lane(Lane::Bulk)
+        }
+    }
+
+    /// Handles one event. Records of different sources are handled as separate batches.
+    pub async fn handle(&self, event: SqsEvent) -> BatchResponse {
+        let mut response = BatchResponse::default();
+        let mut groups: Vec<(String, Vec<&SqsRecord>)> = Vec::new();
+        for r in &event.records {
+            match groups
+                .iter_mut()
+                .find(|(arn, _)| *arn == r.event_source_arn)
+            {
+                Some((_, g)) => g.push(r),
+                None => groups.push((r.event_source_arn.clone(), vec![r])),
+            }
+        }
+        for (arn, records) in groups {
+            let incoming: Vec<Incoming> = records
+                .iter()
+                .map(|r| Incoming {
+                    id: r.message_id.clone(),
+                    body: r.body.clone(),
+                })
+                .collect();
+            let (outcomes, queue) = match self.kind_of(&arn) {
+                Kind::DeadLetter => (
+                    send::handle_dead_letters(self.store.as_ref(), self.clock.as_ref(), &incoming)
+                        .await,
+                    None,
+                ),
+                Kind::Lane(lane) => {
+                    let deps = SenderDeps {
+                        store: self.store.as_ref(),
+                        directory: self.directory.as_ref(),
+                        clock: self.clock.as_ref(),
+                        composer: &self.composer,
+                        config: &self.config,
+                    };
+                    let queue = match lane {
+                        Lane::Bulk => &self.bulk.queue,
+                        Lane::Priority => &self.priority.queue,
+                    };
+                    (
+                        send::handle_batch(&deps, lane, &incoming).await,
+                        Some(queue),
+                    )
+                }
+            };
+            for (r, o) in records.iter().zip(outcomes) {
+                match o {
+                    Outcome::Done => {}
+                    Outcome::RetryAfter(secs) => {
+                        if let Some(q) = queue
+                            && let Err(e) = q.change_visibility(&r.receipt_handle, secs).await
+                        {
+                            tracing::warn!(error = %e, record = %r.message_id, "changing visibility failed");
+                        }
+                        response.batch_item_failures.push(ItemFailure {
+                            item_identifier: r.message_id.clone(),
+                        });
+                    }
+                    Outcome::Failed => response.batch_item_failures.push(ItemFailure {
+                        item_identifier: r.message_id.clone(),
+                    }),
+                }
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,735 @@
+//! Messages: the record every email has before it is sent, its transitions (one
+//! conditional write each, checked by the state machine in `model::message`), and the
+//! transactional send (`POST /v1/send`).
+//!
+//! A message item is small (ids, state, reason, subject, timeline): content lives in the
+//! queue record for transactional sends (and in the template for campaigns), because
+//! DynamoDB bills an update by the larger of the item's sizes before and after.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::send::Directory;
+use super::{Paged, from_item, to_item};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::keys;
+use crate::mime::{ListUnsubscribe, MessageParts};
+use crate::model::links::{LinkKeys, LinkToken};
+use crate::model::message::{FailReason, SkipReason};
+use crate::model::message::{InvalidTransition, MessageState, Transition, next_state, reason_of};
+use crate::model::{EmailAddress, Id};
+use crate::ports::clock::Clock;
+use crate::ports::queue::{Lane, Queue};
+use crate::ports::store::{Cond, Key, Query, Store, StoreError, TTL, Update, val};
+
+/// How long message items are kept (their `ttl`); aggregates stay. Default 400 days.
+pub const DEFAULT_RETENTION_DAYS: i64 = 400;
+/// Timeline entries kept per message (the first and the latest ones).
+const MAX_TIMELINE: usize = 40;
+/// Largest inline content (subject + html + text): an SQS record holds 256 KB.
+pub const MAX_CONTENT_BYTES: usize = 200 * 1024;
+
+/// One step of a message's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntry {
+    pub state: MessageState,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a message says (inline content; the templates renderer replaces this later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Content {
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// `{{name}}` values substituted into subject, html (escaped) and text.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// The stored message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub state: MessageState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub lane: Lane,
+    pub sender_id: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<String>,
+    /// The recipient's time zone, for windows in the recipient's zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Content kept with the message (bulk messages planned with inline content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    /// When a planned or deferred message is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Provider attempts so far (transient failures count).
+    #[serde(default)]
+    pub attempts: u32,
+    /// A retried message is not sent before this (backoff, even under duplicate records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// The current claim: a random token and when its lease ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default)]
+    pub retried: bool,
+    pub timeline: Vec<TimelineEntry>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Optimistic concurrency: every transition is conditional on it.
+    pub version: u64,
+}
+
+/// A message as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    pub id: String,
+    pub state: MessageState,
+    /// `skipped` / `failed` / `deferred` reason (API-CONVENTIONS.md's vocabulary).
+    pub reason: Option<String>,
+    /// `transactional` (`POST /v1/send`) or `bulk`.
+    pub kind: String,
+    pub sender_id: String,
+    pub to: String,
+    pub contact_id: Option<String>,
+    pub subject: String,
+    pub tags: BTreeMap<String, String>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub attempts: u32,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    /// Every state change with its time and reason, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<MessageRecord> for Message {
+    fn from(r: MessageRecord) -> Self {
+        Message {
+            id: r.id,
+            state: r.state,
+            reason: r.reason,
+            kind: match r.lane {
+                Lane::Priority => "transactional".into(),
+                Lane::Bulk => "bulk".into(),
+            },
+            sender_id: r.sender_id,
+            to: r.to,
+            contact_id: r.contact_id,
+            subject: r.subject,
+            tags: r.tags,
+            due_at: r.due_at,
+            attempts: r.attempts,
+            provider: r.provider,
+            provider_message_id: r.provider_message_id,
+            timeline: r.timeline,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// The body of a send-queue record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendRecord {
+    pub ws: String,
+    pub msg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+}
+
+pub fn pk(ws: &str) -> String {
+    keys::ws(ws, keys::MESSAGES)
+}
+
+pub fn key(ws: &str, id: &str) -> Key {
+    Key::new(pk(ws), id)
+}
+
+fn ttl_of(created: DateTime<Utc>, retention_days: i64) -> i64 {
+    (created + Duration::days(retention_days)).timestamp()
+}
+
+/// A new message record (not yet written).
+#[allow(clippy::too_many_arguments)]
+pub fn new_record(
+    ws: &str,
+    id: String,
+    lane: Lane,
+    state: MessageState,
+    sender_id: &str,
+    to: &str,
+    contact_id: Option<String>,
+    subject: &str,
+    now: DateTime<Utc>,
+) -> MessageRecord {
+    MessageRecord {
+        id,
+        workspace_id: ws.to_string(),
+        state,
+        reason: None,
+        lane,
+        sender_id: sender_id.to_string(),
+        to: to.to_string(),
+        contact_id,
+        time_zone: None,
+        subject: subject.to_string(),
+        tags: BTreeMap::new(),
+        content: None,
+        due_at: None,
+        attempts: 0,
+        not_before: None,
+        claim: None,
+        lease_until: None,
+        provider: None,
+        provider_message_id: None,
+        retried: false,
+        timeline: vec![TimelineEntry {
+            state,
+            at: now,
+            reason: None,
+        }],
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+/// Writes a new message (fails with 409 if the id exists: planning is idempotent).
+pub async fn insert(store: &dyn Store, m: &MessageRecord, retention_days: i64) -> AppResult<()> {
+    let mut item = to_item(&pk(&m.workspace_id), &m.id, m)?;
+    item.insert(TTL.into(), val::n(ttl_of(m.created_at, retention_days)));
+    match store.put(item, Some(Cond::ItemNotExists)).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::ConditionFailed) => Err(AppError::conflict("/id", "the message exists")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn load(store: &dyn Store, ws: &str, id: &str) -> AppResult<Option<MessageRecord>> {
+    match store.get(&key(ws, id)).await? {
+        Some(item) => Ok(Some(from_item(item)?)),
+        None => Ok(None),
+    }
+}
+
+/// Why a transition was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    /// Someone else changed the message first (read it again).
+    #[error("the message changed concurrently")]
+    Conflict,
+    #[error(transparent)]
+    Invalid(#[from] InvalidTransition),
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+impl From<StoreError> for TransitionError {
+    fn from(e: StoreError) -> Self {
+        if e.is_condition_failed() {
+            TransitionError::Conflict
+        } else {
+            TransitionError::App(e.into())
+        }
+    }
+}
+
+/// Applies a transition: the state machine decides the next state, `edit` sets the
+/// fields that go with it, and one conditional update (on the version read) writes it.
+pub async fn transition(
+    store: &dyn Store,
+    m: &MessageRecord,
+    t: Transition,
+    now: DateTime<Utc>,
+    edit: impl FnOnce(&mut MessageRecord),
+) -> Result<MessageRecord, TransitionError> {
+    let failure = m.reason.as_deref().and_then(FailReason::parse);
+    let state = next_state(m.state, &t, failure.as_ref(), m.retried)?;
+    let mut next = m.clone();
+    next.state = state;
+    next.reason = reason_of(&t);
+    next.updated_at = now;
+    next.version = m.version + 1;
+    if state != MessageState::Sending {
+        next.claim = None;
+        next.lease_until = None;
+    }
+    edit(&mut next);
+    next.timeline.push(TimelineEntry {
+        state,
+        at: now,
+        reason: next.reason.clone(),
+    });
+    if next.timeline.len() > MAX_TIMELINE {
+        // Keep the first entry (creation) and the latest ones.
+        let cut = next.timeline.len() - MAX_TIMELINE + 1;
+        next.timeline.drain(1..=cut);
+    }
+    let mut update = Update::new();
+    let enc = |v: &dyn erased::Enc| v.enc();
+    for (attr, value) in [
+        ("state", enc(&next.state)),
+        ("timeline", enc(&next.timeline)),
+        ("updated_at", enc(&next.updated_at)),
+        ("version", enc(&next.version)),
+        ("attempts", enc(&next.attempts)),
+        ("retried", enc(&next.retried)),
+    ] {
+        update = update.set(attr, value?);
+    }
+    for (attr, value) in [
+        ("reason", next.reason.as_ref().map(|v| enc(v))),
+        ("due_at", next.due_at.as_ref().map(|v| enc(v))),
+        ("not_before", next.not_before.as_ref().map(|v| enc(v))),
+        ("claim", next.claim.as_ref().map(|v| enc(v))),
+        ("lease_until", next.lease_until.as_ref().map(|v| enc(v))),
+        ("provider", next.provider.as_ref().map(|v| enc(v))),
+        (
+            "provider_message_id",
+            next.provider_message_id.as_ref().map(|v| enc(v)),
+        ),
+    ] {
+        update = match value {
+            Some(v) => update.set(attr, v?),
+            None => update.remove(attr),
+        };
+    }
+    let cond = Cond::eq("version", val::n(m.version as i64));
+    store
+        .update(&key(&m.workspace_id, &m.id), update, Some(cond))
+        .await?;
+    Ok(next)
+}
+
+/// serde → one attribute value, for any serialisable field.
+mod erased {
+    use crate::error::AppResult;
+    use crate::ports::store::Value;
+
+    pub trait Enc {
+        fn enc(&self) -> AppResult<Value>;
+    }
+
+    impl<T: serde::Serialize> Enc for T {
+        fn enc(&self) -> AppResult<Value> {
+            Ok(serde_dynamo::to_attribute_value(self)?)
+        }
+    }
+}
+
+// ---- the API ----------------------------------------------------------------------
+
+/// `POST /v1/send`: one message to one address or contact, now.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// The sender profile (`/v1/senders`).
+    pub sender_id: String,
+    /// The recipient's address; or give `contact_id`.
+    #[serde(default)]
+    #[schema(format = Email)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub contact_id: Option<String>,
+    #[schema(min_length = 1, max_length = 998)]
+    pub subject: String,
+    #[serde(default)]
+    pub html: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    /// `{{name}}` placeholders in subject, html and text take these values.
+    #[serde(default)]
+    pub variables: Option<BTreeMap<String, serde_json::Value>>,
+    /// Up to 10 tags (`[A-Za-z0-9_-]{1,64}` names and values), passed to the provider.
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+fn tag_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+/// What the transactional path needs.
+pub struct SendDeps<'a> {
+    pub store: &'a dyn Store,
+    pub directory: &'a dyn Directory,
+    pub priority: &'a dyn Queue,
+    pub clock: &'a dyn Clock,
+    pub retention_days: i64,
+}
+
+/// Records a transactional message and hands it to the high-priority queue. A
+/// suppressed address answers with the message already `skipped`.
+pub async fn send_transactional(
+    deps: &SendDeps<'_>,
+    ws: &str,
+    req: SendRequest,
+) -> AppResult<Message> {
+    let mut errors = Vec::new();
+    let subject = crate::model::parse_text(&req.subject, 998)
+        .map_err(|r| errors.push(FieldError::new("/subject", r)))
+        .ok();
+    if req.html.is_none() && req.text.is_none() {
+        errors.push(FieldError::new("/html", "give html, text or both"));
+    }
+    let size = req.subject.len()
+        + req.html.as_ref().map_or(0, String::len)
+        + req.text.as_ref().map_or(0, String::len);
+    if size > MAX_CONTENT_BYTES {
+        return Err(AppError::PayloadTooLarge(format!(
+            "subject, html and text hold {size} bytes; at most {MAX_CONTENT_BYTES} are allowed"
+        )));
+    }
+    let mut variables = BTreeMap::new();
+    for (k, v) in req.variables.unwrap_or_default() {
+        match scalar(&v) {
+            Some(s) => {
+                variables.insert(k, s);
+            }
+            None => errors.push(FieldError::new(
+                format!("/variables/{}", k.replace('~', "~0").replace('/', "~1")),
+                "must be a string, number, boolean or null",
+            )),
+        }
+    }
+    let tags = req.tags.unwrap_or_default();
+    if tags.len() > 10 {
+        errors.push(FieldError::new("/tags", "at most 10 tags"));
+    }
+    for (k, v) in &tags {
+        if !tag_ok(k) || !tag_ok(v) {
+            errors.push(FieldError::new(
+                format!("/tags/{}", k.replace('~', "~0").replace('/', "~1")),
+                "names and values are 1-64 characters of A-Z a-z 0-9 _ -",
+            ));
+        }
+    }
+    let now = deps.clock.now();
+    let (to, contact_id, time_zone) = match (&req.to, &req.contact_id) {
+        (Some(_), Some(_)) | (None, None) => {
+            errors.push(FieldError::new(
+                "/to",
+                "give exactly one of to and contact_id",
+            ));
+            (None, None, None)
+        }
+        (Some(to), None) => match EmailAddress::parse(to) {
+            Ok(e) => (Some(e.as_str().to_string()), None, None),
+            Err(reason) => {
+                errors.push(FieldError::new("/to", format!("{to:?} {reason}")));
+                (None, None, None)
+            }
+        },
+        (None, Some(id)) => match super::contacts::get(deps.store, ws, id).await {
+            Ok(c) => (Some(c.email), Some(c.id), c.time_zone),
+            Err(AppError::NotFound) => {
+                errors.push(FieldError::new("/contact_id", "no such contact"));
+                (None, None, None)
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let sender_ok = !req.sender_id.is_empty() && req.sender_id.len() <= 100;
+    let route = if sender_ok {
+        deps.directory.route(ws, &req.sender_id).await?
+    } else {
+        None
+    };
+    if route.is_none() {
+        errors.push(FieldError::new("/sender_id", "no such sender"));
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let (Some(to), Some(subject)) = (to, subject) else {
+        return Err(AppError::internal("validated fields are missing"));
+    };
+    let id = Id::generate(Id::MESSAGE);
+    let mut m = new_record(
+        ws,
+        id,
+        Lane::Priority,
+        MessageState::Queued,
+        &req.sender_id,
+        &to,
+        contact_id,
+        &subject,
+        now,
+    );
+    m.time_zone = time_zone;
+    m.tags = tags;
+    if let Some(reason) = super::suppressions::reason_for(deps.store, ws, &to).await? {
+        let skip = SkipReason::from_suppression(reason);
+        m.state = MessageState::Skipped;
+        m.reason = Some(skip.as_str().into());
+        m.timeline[0] = TimelineEntry {
+            state: MessageState::Skipped,
+            at: now,
+            reason: m.reason.clone(),
+        };
+        insert(deps.store, &m, deps.retention_days).await?;
+        return Ok(m.into());
+    }
+    insert(deps.store, &m, deps.retention_days).await?;
+    let record = SendRecord {
+        ws: ws.to_string(),
+        msg: m.id.clone(),
+        content: Some(Content {
+            subject,
+            html: req.html,
+            text: req.text,
+            variables,
+        }),
+    };
+    let body = serde_json::to_string(&record).map_err(AppError::internal)?;
+    if let Err(e) = deps.priority.send_batch(vec![body]).await {
+        // Not queued: take the message back so nothing waits forever, and let the
+        // client retry (with its Idempotency-Key).
+        tracing::warn!(error = %e, "enqueueing a transactional message failed");
+        let _ = deps.store.delete(&key(ws, &m.id), None).await;
+        return Err(AppError::Store(StoreError::Throttled));
+    }
+    Ok(m.into())
+}
+
+/// One message with its timeline.
+pub async fn get(store: &dyn Store, ws: &str, id: &str) -> AppResult<Message> {
+    if !Id::is_valid(Id::MESSAGE, id) {
+        return Err(AppError::NotFound);
+    }
+    load(store, ws, id)
+        .await?
+        .map(Message::from)
+        .ok_or(AppError::NotFound)
+}
+
+/// The workspace's messages (by id), optionally in one state. Reads at most 20 pages
+/// of the partition per call; a page may come back short with a cursor to go on.
+pub async fn list(
+    store: &dyn Store,
+    ws: &str,
+    state: Option<MessageState>,
+    limit: usize,
+    mut cursor: Option<String>,
+) -> AppResult<Paged<Message>> {
+    let mut data = Vec::new();
+    for _ in 0..20 {
+        let page = store
+            .query(
+                Query::partition(pk(ws))
+                    .limit(limit - data.len())
+                    .cursor(cursor.take()),
+            )
+            .await?;
+        for item in page.items {
+            let m: MessageRecord = from_item(item)?;
+            if state.is_none_or(|s| s == m.state) {
+                data.push(m.into());
+            }
+        }
+        cursor = page.cursor;
+        if data.len() >= limit || cursor.is_none() {
+            break;
+        }
+    }
+    Ok(Paged {
+        data,
+        next_cursor: cursor,
+    })
+}
+
+// ---- composing -----------------------------------------------------------------
+
+fn substitute(template: &str, vars: &BTreeMap<String, String>, html: bool) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let name = after[..end].trim();
+                match vars.get(name) {
+                    Some(v) if html => out.push_str(&escape_html(v)),
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&rest[start..start + 2 + end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Everything composing a message needs besides the message.
+pub struct Composer {
+    pub link_keys: Arc<LinkKeys>,
+    /// Public base URL for links (`https://…`, no trailing slash).
+    pub public_url: String,
+}
+
+/// Builds the parts of a message: content with its variables, the sender's addresses,
+/// and the signed one-click unsubscribe URL (`List-Unsubscribe`). The one place the
+/// templates renderer plugs in.
+pub fn compose(
+    composer: &Composer,
+    m: &MessageRecord,
+    content: &Content,
+    from: &crate::mime::Mailbox,
+    reply_to: Option<&crate::mime::Mailbox>,
+    now: DateTime<Utc>,
+) -> AppResult<MessageParts> {
+    let token = composer
+        .link_keys
+        .sign(&LinkToken::Unsubscribe {
+            workspace_id: m.workspace_id.clone(),
+            message_id: m.id.clone(),
+        })
+        .map_err(AppError::internal)?;
+    let vars = &content.variables;
+    Ok(MessageParts {
+        message_id: m.id.clone(),
+        from: from.clone(),
+        reply_to: reply_to.cloned(),
+        to: crate::mime::Mailbox::new(None, &m.to),
+        subject: substitute(&content.subject, vars, false),
+        html: content.html.as_deref().map(|h| substitute(h, vars, true)),
+        text: content.text.as_deref().map(|t| substitute(t, vars, false)),
+        list_unsubscribe: Some(ListUnsubscribe {
+            url: format!("{}/u/{token}", composer.public_url.trim_end_matches('/')),
+            mailto: None,
+        }),
+        date: now,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_are_substituted_and_escaped_in_html() {
+        let vars = BTreeMap::from([("name".to_string(), "<Ana>".to_string())]);
+        assert_eq!(substitute("Hi {{ name }}!", &vars, false), "Hi <Ana>!");
+        assert_eq!(
+            substitute("<p>{{name}}</p>", &vars, true),
+            "<p>&lt;Ana&gt;</p>"
+        );
+        assert_eq!(substitute("{{missing}} {{", &vars, false), "{{missing}} {{");
+    }
+}
+
+// ---- planning (bulk) -------------------------------------------------------------
+
+/// A bulk message to plan: the campaigns planner builds these (ids from
+/// `model::message::message_id_for(run, contact)`).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub id: String,
+    pub sender_id: String,
+    pub to: String,
+    pub contact_id: Option<String>,
+    pub time_zone: Option<String>,
+    pub content: Content,
+    pub due: DateTime<Utc>,
+}
+
+/// Writes planned messages and files them in the due index. A message that exists
+/// already (planning the same page twice) is left as it is.
+pub async fn plan(
+    store: &dyn Store,
+    ws: &str,
+    planned: Vec<Planned>,
+    now: DateTime<Utc>,
+    retention_days: i64,
+) -> AppResult<usize> {
+    let mut entries = Vec::with_capacity(planned.len());
+    for p in planned {
+        let mut m = new_record(
+            ws,
+            p.id,
+            Lane::Bulk,
+            MessageState::Planned,
+            &p.sender_id,
+            &p.to,
+            p.contact_id,
+            &p.content.subject,
+            now,
+        );
+        m.time_zone = p.time_zone;
+        m.due_at = Some(p.due);
+        m.content = Some(p.content);
+        match insert(store, &m, retention_days).await {
+            Ok(()) => {}
+            Err(AppError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+        entries.push(super::dispatch::DueEntry {
+            ws: ws.to_string(),
+            message_id: m.id,
+            lane: Lane::Bulk,
+            due: p.due,
+        });
+    }
+    super::dispatch::schedule(store, &entries, now).await?;
+    Ok(entries.len())
+}
