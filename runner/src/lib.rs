@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use mailpilot_shared::adapters::local::store::RedbStore;
 use mailpilot_shared::http::{self, AppState, Config, JobDriver};
+use mailpilot_shared::model::links::LinkKeys;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
@@ -20,6 +21,9 @@ pub struct Settings {
     pub addr: String,
     pub data_dir: PathBuf,
     pub public_url: Option<String>,
+    /// `MAILPILOT_LINK_KEYS` (`kid1:secret1,kid2:secret2`); unset: the keys generated
+    /// into the data dir's `secrets.json` on first start.
+    pub link_keys: Option<String>,
     pub admin_token: Option<String>,
     /// Requests per second per API key (burst twice that); 0 turns the limit off.
     pub key_rate: u32,
@@ -36,6 +40,7 @@ impl Settings {
                 .unwrap_or_else(|| "./mailpilot-data".into())
                 .into(),
             public_url: var("MAILPILOT_PUBLIC_URL"),
+            link_keys: var("MAILPILOT_LINK_KEYS"),
             admin_token: var("MAILPILOT_ADMIN_TOKEN"),
             key_rate: var("MAILPILOT_KEY_RATE")
                 .and_then(|v| v.parse().ok())
@@ -126,12 +131,28 @@ pub async fn start_with_store(
     } else {
         None
     };
+    let link_keys = match &settings.link_keys {
+        Some(text) => LinkKeys::parse(text).context("MAILPILOT_LINK_KEYS")?,
+        None => secrets
+            .link_keys()
+            .context("the link-signing keys in secrets.json")?,
+    };
+    let listener = TcpListener::bind(&settings.addr)
+        .await
+        .with_context(|| format!("binding {}", settings.addr))?;
+    let addr = listener.local_addr()?;
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let dyn_store: Arc<dyn Store> = store.clone();
     let config = Config {
         admin_token: settings.admin_token.clone().or(secrets.admin_token.clone()),
         sealer: Sealer::new(&secrets.encryption_key),
         jobs: JobDriver::Background,
         cache_keys: true,
+        link_keys: Arc::new(link_keys),
+        public_url: Some(public_url),
     };
     let state = AppState::new(
         dyn_store.clone(),
@@ -145,10 +166,6 @@ pub async fn start_with_store(
     {
         state.drive_job(&ws, &job);
     }
-    let listener = TcpListener::bind(&settings.addr)
-        .await
-        .with_context(|| format!("binding {}", settings.addr))?;
-    let addr = listener.local_addr()?;
     let app = http::router(state);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

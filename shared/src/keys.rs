@@ -27,6 +27,10 @@ pub const SUPPRESSIONS: &str = "suppressions";
 pub const LISTS: &str = "lists";
 pub const JOBS: &str = "jobs";
 pub const IDEMPOTENCY: &str = "idem";
+pub const TEMPLATES: &str = "templates";
+pub const COMPONENTS: &str = "components";
+/// Component name → id (names are unique in a workspace: `{{> name}}` finds them).
+pub const COMPONENT_NAMES: &str = "component-names";
 
 /// Members of one list: sort key = contact id.
 pub fn list_members(ws_id: &str, list_id: &str) -> String {
@@ -38,9 +42,17 @@ pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
     ws(ws_id, &format!("contact#{contact_id}#lists"))
 }
 
+/// The versions of one template: sort key = the version number, zero-padded to 6 digits.
+pub fn template_versions(ws_id: &str, template_id: &str) -> String {
+    ws(ws_id, &format!("template#{template_id}#versions"))
+}
+
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 7] = [
+pub const DELETABLE_FAMILIES: [&str; 10] = [
+    TEMPLATES,
+    COMPONENTS,
+    COMPONENT_NAMES,
     LISTS,
     CONTACTS,
     EMAILS,

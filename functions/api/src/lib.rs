@@ -5,21 +5,37 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::http::{self, AppState, Config, JobDriver};
+use mailpilot_shared::model::links::{LinkKeys, LinkKeysError};
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
 
 /// The router over a store and the secrets (what `main` serves, and tests call).
-pub fn app(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> axum::Router {
+pub fn app(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> Result<axum::Router> {
+    let link_keys = match secrets.link_keys() {
+        Ok(k) => k,
+        // A deployment whose secret has no link_keys yet still serves the API; previews
+        // sign with throwaway keys (their links lead nowhere) until link_keys is added.
+        Err(LinkKeysError::Missing) => {
+            tracing::warn!("the secret has no link_keys: previews use throwaway keys");
+            LinkKeys::generate()
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("the secret's link_keys")),
+    };
     let config = Config {
         admin_token: secrets.admin_token.clone(),
         sealer: Sealer::new(&secrets.encryption_key),
         // Nothing runs after a Lambda answers: each poll of a job advances it.
         jobs: JobDriver::OnPoll,
         cache_keys: false,
+        link_keys: Arc::new(link_keys),
+        // Unset: links use https on the request's host (the API's own domain).
+        public_url: std::env::var("MAILPILOT_PUBLIC_URL")
+            .ok()
+            .filter(|u| !u.is_empty()),
     };
     let limiter = RateLimiter::store(key_rate, store.clone());
-    http::router(AppState::new(store, config, limiter))
+    Ok(http::router(AppState::new(store, config, limiter)))
 }
 
 /// Builds the app from the function's environment: `MAILPILOT_TABLE`,
@@ -41,5 +57,5 @@ pub async fn app_from_env() -> Result<axum::Router> {
     .context("loading the secrets")?;
     let store: Arc<dyn Store> =
         Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
-    Ok(app(store, &secrets, key_rate))
+    app(store, &secrets, key_rate)
 }

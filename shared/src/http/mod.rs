@@ -15,6 +15,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
+use crate::model::links::LinkKeys;
 use crate::ports::store::Store;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Sealer;
@@ -41,6 +42,12 @@ pub struct Config {
     /// revocation (the runner): revoking clears the cache, so a revoked key stops at
     /// once. Lambda instances cannot see each other's revocations and do not cache.
     pub cache_keys: bool,
+    /// The link-signing keys (`MAILPILOT_LINK_KEYS`, or the secrets document's).
+    pub link_keys: Arc<LinkKeys>,
+    /// The platform's public base URL for links (`MAILPILOT_PUBLIC_URL`, else the
+    /// runner's address). `None` (Lambda without the variable): the request's host,
+    /// over https. A workspace's own `public_url` wins over both.
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -142,6 +149,32 @@ pub fn router(state: AppState) -> Router {
             "/v1/suppressions/{email}",
             get(get_suppression).delete(remove_suppression),
         )
+        .route("/v1/templates", get(list_templates).post(create_template))
+        .route(
+            "/v1/templates/{id}",
+            get(get_template)
+                .patch(update_template)
+                .delete(delete_template),
+        )
+        .route("/v1/templates/{id}/versions", get(list_template_versions))
+        .route(
+            "/v1/templates/{id}/versions/{version}",
+            get(get_template_version),
+        )
+        .route("/v1/templates/{id}/diff", get(diff_template))
+        .route("/v1/templates/{id}/publish", post(publish_template))
+        .route("/v1/templates/{id}/preview", post(preview_template))
+        .route(
+            "/v1/components",
+            get(list_components).post(create_component),
+        )
+        .route(
+            "/v1/components/{id}",
+            get(get_component)
+                .patch(patch_component)
+                .delete(delete_component),
+        )
+        .route("/v1/components/{id}/preview", post(preview_component))
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

@@ -15,6 +15,8 @@ impl Id {
     pub const LIST: &'static str = "ls";
     pub const API_KEY: &'static str = "key";
     pub const JOB: &'static str = "job";
+    pub const TEMPLATE: &'static str = "tpl";
+    pub const COMPONENT: &'static str = "cmp";
 
     /// A new random id of the given kind, e.g. `ct_5x0...`.
     pub fn generate(prefix: &str) -> String {

@@ -1,10 +1,13 @@
 //! Use cases: what the product does, each a function over the ports. A reader finds
 //! "what happens when X" by opening one file here.
 
+pub mod components;
 pub mod contacts;
 pub mod jobs;
 pub mod lists;
+pub mod starter;
 pub mod suppressions;
+pub mod templates;
 pub mod workspaces;
 
 use serde::Serialize;
