@@ -42,6 +42,10 @@ pub fn provider_message(provider: &str, provider_message_id: &str) -> (String, S
 pub const PROVIDERS: &str = "providers";
 /// Sender profiles: sort key = sender id.
 pub const SENDERS: &str = "senders";
+pub const TEMPLATES: &str = "templates";
+pub const COMPONENTS: &str = "components";
+/// Component name → id (names are unique in a workspace: `{{> name}}` finds them).
+pub const COMPONENT_NAMES: &str = "component-names";
 
 /// Members of one list: sort key = contact id.
 pub fn list_members(ws_id: &str, list_id: &str) -> String {
@@ -53,11 +57,19 @@ pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
     ws(ws_id, &format!("contact#{contact_id}#lists"))
 }
 
+/// The versions of one template: sort key = the version number, zero-padded to 6 digits.
+pub fn template_versions(ws_id: &str, template_id: &str) -> String {
+    ws(ws_id, &format!("template#{template_id}#versions"))
+}
+
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 11] = [
+pub const DELETABLE_FAMILIES: [&str; 14] = [
     MESSAGES,
     COUNTERS,
+    TEMPLATES,
+    COMPONENTS,
+    COMPONENT_NAMES,
     LISTS,
     SENDERS,
     PROVIDERS,

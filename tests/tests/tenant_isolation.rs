@@ -20,6 +20,8 @@ struct Fixtures {
     key_id: String,
     job_id: String,
     message_id: String,
+    template_id: String,
+    component_id: String,
 }
 
 async fn workspace_a(app: &TestApp) -> Fixtures {
@@ -67,6 +69,23 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         .await;
     assert_eq!(m.status, StatusCode::ACCEPTED, "{}", m.body);
     let message_id = m.body["id"].as_str().unwrap().to_string();
+    let c = app
+        .post(
+            "/v1/components",
+            json!({"name": "a-card", "body": "<b>{{title}}</b>",
+                   "parameters": [{"name": "title", "type": "string", "default": "A"}]}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let component_id = c.body["id"].as_str().unwrap().to_string();
+    let t = app
+        .post(
+            "/v1/templates",
+            json!({"name": "A's template", "subject": "For A", "html": "<p>{{> a-card}}</p>"}),
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::CREATED, "{}", t.body);
+    let template_id = t.body["id"].as_str().unwrap().to_string();
     Fixtures {
         contact_id,
         email,
@@ -76,6 +95,8 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         key_id,
         job_id,
         message_id,
+        template_id,
+        component_id,
     }
 }
 
@@ -94,6 +115,17 @@ fn substitute(template: &str, f: &Fixtures) -> String {
         }
         "/v1/suppressions/{email}" => HashMap::from([("email", f.suppressed.as_str())]),
         "/v1/messages/{id}" => HashMap::from([("id", f.message_id.as_str())]),
+        "/v1/templates/{id}"
+        | "/v1/templates/{id}/versions"
+        | "/v1/templates/{id}/diff"
+        | "/v1/templates/{id}/publish"
+        | "/v1/templates/{id}/preview" => HashMap::from([("id", f.template_id.as_str())]),
+        "/v1/templates/{id}/versions/{version}" => {
+            HashMap::from([("id", f.template_id.as_str()), ("version", "1")])
+        }
+        "/v1/components/{id}" | "/v1/components/{id}/preview" => {
+            HashMap::from([("id", f.component_id.as_str())])
+        }
         other if other.contains('{') => {
             panic!("no tenant-isolation fixture for {other}: add one here")
         }
@@ -126,6 +158,11 @@ fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
         ("POST", "/v1/send") => {
             json!({"sender_id": LOCAL_SENDER_ID, "to": "bob@b.example", "subject": "s", "text": "t"})
         }
+        ("POST", "/v1/templates") => json!({"name": "B's", "subject": "s", "html": "<p>b</p>"}),
+        ("PATCH", "/v1/templates/{id}") => json!({"subject": "taken by B"}),
+        ("POST", "/v1/templates/{id}/publish") => json!({"version": 1}),
+        ("POST", "/v1/components") => json!({"name": "b-card", "body": "<b>b</b>"}),
+        ("PATCH", "/v1/components/{id}") => json!({"body": "<b>taken by B</b>"}),
         (m, _) if m == "POST" || m == "PUT" || m == "PATCH" => json!({}),
         _ => return None,
     };
@@ -162,6 +199,8 @@ fn leaks(body: &Value, f: &Fixtures, ws_a: &str, given: &str) -> Option<String> 
         &f.key_id,
         &f.job_id,
         &f.external_id,
+        &f.template_id,
+        &f.component_id,
     ]
     .into_iter()
     .filter(|needle| !given.contains(*needle))
@@ -256,6 +295,11 @@ async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() 
         StatusCode::OK
     );
     assert_eq!(app.get("/v1/workspace").await.body["name"], "Demo");
+    let t = app.get(&format!("/v1/templates/{}", f.template_id)).await;
+    assert_eq!(t.body["latest_version"], 1);
+    assert_eq!(t.body["latest"]["subject"], "For A");
+    let c = app.get(&format!("/v1/components/{}", f.component_id)).await;
+    assert_eq!(c.body["body"], "<b>{{title}}</b>");
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use axum::routing::{delete, get, post};
 
 use crate::ports::clock::Clock;
 use crate::ports::queue::Queue;
+use crate::model::links::LinkKeys;
 use crate::ports::store::Store;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Sealer;
@@ -48,6 +49,12 @@ pub struct Config {
     pub cache_keys: bool,
     /// Builds providers for connections (and knows the local outbox folder, if any).
     pub providers: crate::usecases::providers::Providers,
+    /// The link-signing keys (`MAILPILOT_LINK_KEYS`, or the secrets document's).
+    pub link_keys: Arc<LinkKeys>,
+    /// The platform's public base URL for links (`MAILPILOT_PUBLIC_URL`, else the
+    /// runner's address). `None` (Lambda without the variable): the request's host,
+    /// over https. A workspace's own `public_url` wins over both.
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -191,6 +198,32 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", get(messages::list_messages))
         .route("/v1/messages/{id}", get(messages::get_message))
         .merge(delivery_routes())
+        .route("/v1/templates", get(list_templates).post(create_template))
+        .route(
+            "/v1/templates/{id}",
+            get(get_template)
+                .patch(update_template)
+                .delete(delete_template),
+        )
+        .route("/v1/templates/{id}/versions", get(list_template_versions))
+        .route(
+            "/v1/templates/{id}/versions/{version}",
+            get(get_template_version),
+        )
+        .route("/v1/templates/{id}/diff", get(diff_template))
+        .route("/v1/templates/{id}/publish", post(publish_template))
+        .route("/v1/templates/{id}/preview", post(preview_template))
+        .route(
+            "/v1/components",
+            get(list_components).post(create_component),
+        )
+        .route(
+            "/v1/components/{id}",
+            get(get_component)
+                .patch(patch_component)
+                .delete(delete_component),
+        )
+        .route("/v1/components/{id}/preview", post(preview_component))
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

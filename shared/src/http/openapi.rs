@@ -15,7 +15,7 @@ use super::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Mailpilot API", version = "1", description = "Email automation: contacts, lists, suppression and (soon) sending."),
+    info(title = "Mailpilot API", version = "1", description = "Email automation: contacts, lists, suppression, templates and (soon) sending."),
     paths(
         routes::health, serve,
         routes::create_workspace, routes::get_workspace, routes::patch_workspace, routes::delete_workspace_data,
@@ -27,6 +27,11 @@ use super::routes;
         routes::list_members, routes::add_members, routes::remove_members,
         routes::add_suppression, routes::list_suppressions, routes::get_suppression, routes::remove_suppression,
         super::messages::send, super::messages::get_message, super::messages::list_messages,
+        routes::create_template, routes::list_templates, routes::get_template, routes::update_template, routes::delete_template,
+        routes::list_template_versions, routes::get_template_version, routes::diff_template, routes::publish_template,
+        routes::preview_template,
+        routes::create_component, routes::list_components, routes::get_component, routes::patch_component,
+        routes::delete_component, routes::preview_component,
     ),
     components(schemas(super::problem::Problem)),
     modifiers(&Conventions)

@@ -18,6 +18,8 @@ impl Id {
     pub const MESSAGE: &'static str = "msg";
     pub const PROVIDER: &'static str = "pc";
     pub const SENDER: &'static str = "sp";
+    pub const TEMPLATE: &'static str = "tpl";
+    pub const COMPONENT: &'static str = "cmp";
 
     /// A new random id of the given kind, e.g. `ct_5x0...`.
     pub fn generate(prefix: &str) -> String {

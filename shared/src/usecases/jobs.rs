@@ -186,6 +186,9 @@ async fn delete_page(store: &dyn Store, ws: &str, family: &str, job_id: &str) ->
         }
         match family {
             keys::LISTS => lists::purge_members(store, ws, sk).await?,
+            keys::TEMPLATES => {
+                deleted += purge_partition(store, &keys::template_versions(ws, sk)).await?
+            }
             keys::CONTACTS => {
                 deleted += purge_partition(store, &keys::contact_lists(ws, sk)).await?
             }

@@ -1,6 +1,7 @@
 //! Use cases: what the product does, each a function over the ports. A reader finds
 //! "what happens when X" by opening one file here.
 
+pub mod components;
 pub mod contacts;
 pub mod dispatch;
 pub mod jobs;
@@ -9,7 +10,9 @@ pub mod messages;
 pub mod providers;
 pub mod send;
 pub mod senders;
+pub mod starter;
 pub mod suppressions;
+pub mod templates;
 pub mod workspaces;
 
 use serde::Serialize;
