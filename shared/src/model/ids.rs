@@ -15,6 +15,7 @@ impl Id {
     pub const LIST: &'static str = "ls";
     pub const API_KEY: &'static str = "key";
     pub const JOB: &'static str = "job";
+    pub const IMPORT: &'static str = "imp";
 
     /// A new random id of the given kind, e.g. `ct_5x0...`.
     pub fn generate(prefix: &str) -> String {

@@ -2,6 +2,7 @@
 //! "what happens when X" by opening one file here.
 
 pub mod contacts;
+pub mod imports;
 pub mod jobs;
 pub mod lists;
 pub mod suppressions;
