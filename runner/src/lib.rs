@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use mailpilot_shared::adapters::local::blobs::FileBlobs;
 use mailpilot_shared::adapters::local::store::RedbStore;
 use mailpilot_shared::http::{self, AppState, Config, JobDriver};
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
+use mailpilot_shared::usecases::imports::{self, BackgroundStarter, ImportEnv, ImportSettings};
 use mailpilot_shared::usecases::{jobs, workspaces};
 use tokio::net::TcpListener;
 
@@ -81,6 +83,8 @@ fn load_or_create_secrets(path: &Path) -> Result<SecretsDoc> {
 pub struct Running {
     pub addr: SocketAddr,
     pub store: Arc<RedbStore>,
+    /// The import use cases' environment (uploads folder, background starter).
+    pub imports: Arc<ImportEnv>,
     /// The demo workspace's key, when this start created it.
     pub demo: Option<workspaces::CreatedWorkspace>,
     shutdown: tokio::sync::oneshot::Sender<()>,
@@ -133,11 +137,23 @@ pub async fn start_with_store(
         jobs: JobDriver::Background,
         cache_keys: true,
     };
-    let state = AppState::new(
+    let import_env = Arc::new(ImportEnv {
+        store: dyn_store.clone(),
+        blobs: Arc::new(FileBlobs::new(&settings.data_dir.join("uploads"))),
+        starter: Arc::new(BackgroundStarter),
+        settings: ImportSettings::from_env(),
+    });
+    let state = AppState::with_imports(
         dyn_store.clone(),
         config,
         RateLimiter::memory(settings.key_rate),
+        Some(import_env.clone()),
     );
+    // Resume the imports (and undos) a previous process left running: it is gone (the
+    // store is locked by this process), so its leases are taken over at once.
+    imports::resume_all(&import_env)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Resume the jobs a previous process left unfinished.
     for (ws, job) in jobs::unfinished(dyn_store.as_ref())
         .await
@@ -161,6 +177,7 @@ pub async fn start_with_store(
     Ok(Running {
         addr,
         store,
+        imports: import_env,
         demo,
         shutdown: tx,
         task,

@@ -18,6 +18,7 @@ struct Fixtures {
     suppressed: String,
     key_id: String,
     job_id: String,
+    import_id: String,
 }
 
 async fn workspace_a(app: &TestApp) -> Fixtures {
@@ -53,6 +54,26 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         .post("/v1/api-keys", json!({"name": "a-key", "scope": "read"}))
         .await;
     let key_id = k.body["id"].as_str().unwrap().to_string();
+    // A finished import (with one report line), so the import routes have an id to try.
+    let i = app.post("/v1/imports", json!({})).await;
+    assert_eq!(i.status, StatusCode::CREATED, "{}", i.body);
+    let import_id = i.body["id"].as_str().unwrap().to_string();
+    let put = app
+        .client
+        .put(format!("{}/v1/imports/{import_id}/file", app.url))
+        .bearer_auth(&app.api_key)
+        .body("email\nimported@a.example\nnot-an-email\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    for _ in 0..500 {
+        let a = app.get(&format!("/v1/imports/{import_id}")).await;
+        if a.body["status"] == "completed_with_errors" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Fixtures {
         contact_id,
         email,
@@ -61,6 +82,7 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         suppressed: "gone@a.example".into(),
         key_id,
         job_id,
+        import_id,
     }
 }
 
@@ -78,6 +100,11 @@ fn substitute(template: &str, f: &Fixtures) -> String {
             HashMap::from([("id", f.list_id.as_str())])
         }
         "/v1/suppressions/{email}" => HashMap::from([("email", f.suppressed.as_str())]),
+        "/v1/imports/{id}"
+        | "/v1/imports/{id}/file"
+        | "/v1/imports/{id}/preview"
+        | "/v1/imports/{id}/commit"
+        | "/v1/imports/{id}/errors" => HashMap::from([("id", f.import_id.as_str())]),
         other if other.contains('{') => {
             panic!("no tenant-isolation fixture for {other}: add one here")
         }
@@ -141,6 +168,7 @@ fn leaks(body: &Value, f: &Fixtures, ws_a: &str, given: &str) -> Option<String> 
         &f.key_id,
         &f.job_id,
         &f.external_id,
+        &f.import_id,
     ]
     .into_iter()
     .filter(|needle| !given.contains(*needle))

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod extract;
 pub mod idempotency;
+pub mod imports;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -13,11 +14,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::ports::store::Store;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Sealer;
+use crate::usecases::imports::ImportEnv;
 use crate::usecases::jobs;
 
 /// Inline request bodies are capped at 4 MB (API Gateway base64-encodes bodies and
@@ -48,6 +50,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub store: Arc<dyn Store>,
+    /// The import use cases' ports (blobs, starter); `None` leaves imports out.
+    pub imports: Option<Arc<ImportEnv>>,
     pub config: Config,
     pub limiter: RateLimiter,
     pub(crate) keys: auth::KeyCache,
@@ -62,8 +66,18 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config, limiter: RateLimiter) -> Self {
+        Self::with_imports(store, config, limiter, None)
+    }
+
+    pub fn with_imports(
+        store: Arc<dyn Store>,
+        config: Config,
+        limiter: RateLimiter,
+        imports: Option<Arc<ImportEnv>>,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
+            imports,
             config,
             limiter,
             keys: auth::KeyCache::default(),
@@ -142,6 +156,18 @@ pub fn router(state: AppState) -> Router {
             "/v1/suppressions/{email}",
             get(get_suppression).delete(remove_suppression),
         )
+        .route(
+            "/v1/imports",
+            get(imports::list_imports).post(imports::create_import),
+        )
+        .route(
+            "/v1/imports/{id}",
+            get(imports::get_import).delete(imports::revert_import),
+        )
+        .route("/v1/imports/{id}/file", put(imports::upload_file))
+        .route("/v1/imports/{id}/preview", post(imports::preview_import))
+        .route("/v1/imports/{id}/commit", post(imports::commit_import))
+        .route("/v1/imports/{id}/errors", get(imports::import_errors))
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

@@ -26,6 +26,9 @@ use super::routes;
         routes::create_list, routes::list_lists, routes::get_list, routes::patch_list, routes::delete_list,
         routes::list_members, routes::add_members, routes::remove_members,
         routes::add_suppression, routes::list_suppressions, routes::get_suppression, routes::remove_suppression,
+        super::imports::create_import, super::imports::list_imports, super::imports::get_import,
+        super::imports::upload_file, super::imports::preview_import, super::imports::commit_import,
+        super::imports::import_errors, super::imports::revert_import,
     ),
     components(schemas(super::problem::Problem)),
     modifiers(&Conventions)

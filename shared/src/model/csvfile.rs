@@ -305,7 +305,7 @@ pub fn open<R: Read>(
     declared_delimiter: Option<u8>,
     encoding: &str,
     max_row_bytes: usize,
-) -> Result<(Format, Vec<String>, Rows<FileStart<R>>), FileError> {
+) -> Result<Opened<R>, FileError> {
     let mut prefix = Vec::with_capacity(SNIFF_BYTES);
     (&mut input)
         .take(SNIFF_BYTES as u64)
@@ -350,6 +350,9 @@ pub fn open<R: Read>(
     // Trailing empty header cells are kept as ignored columns.
     Ok((format, names, rows))
 }
+
+/// A file opened at its start: its format, header names, and the data records.
+pub type Opened<R> = (Format, Vec<String>, Rows<FileStart<R>>);
 
 /// A file read from its start: the sniffed prefix, then the rest.
 pub type FileStart<R> = std::io::Chain<std::io::Cursor<Vec<u8>>, R>;

@@ -74,6 +74,28 @@ impl Default for ImportSettings {
     }
 }
 
+impl ImportSettings {
+    /// The defaults, changed by `MAILPILOT_IMPORT_TX_ACTIONS`, `MAILPILOT_IMPORT_CHUNK_ROWS`,
+    /// `MAILPILOT_IMPORT_MAX_ROW_BYTES` and `MAILPILOT_IMPORT_MAX_BYTES` when set.
+    pub fn from_env() -> Self {
+        fn var<T: std::str::FromStr>(k: &str) -> Option<T> {
+            std::env::var(k).ok().and_then(|v| v.trim().parse().ok())
+        }
+        let d = Self::default();
+        Self {
+            tx_actions: var::<usize>("MAILPILOT_IMPORT_TX_ACTIONS")
+                .map(|n| n.clamp(8, limits::MAX_TRANSACTION_ACTIONS))
+                .unwrap_or(d.tx_actions),
+            chunk_rows: var::<usize>("MAILPILOT_IMPORT_CHUNK_ROWS")
+                .map(|n| n.clamp(1, 100_000))
+                .unwrap_or(d.chunk_rows),
+            max_row_bytes: var("MAILPILOT_IMPORT_MAX_ROW_BYTES").unwrap_or(d.max_row_bytes),
+            max_file_bytes: var("MAILPILOT_IMPORT_MAX_BYTES").unwrap_or(d.max_file_bytes),
+            lease_secs: d.lease_secs,
+        }
+    }
+}
+
 /// Starts (or continues) an import's run somewhere: a background task in the runner,
 /// a message to the import function's queue in AWS.
 #[async_trait]
@@ -559,7 +581,7 @@ async fn validate(store: &dyn Store, ws: &str, input: &CreateImport) -> AppResul
     for (i, id) in input.list_ids.iter().enumerate() {
         if !seen.insert(id) {
             errors.push(FieldError::new(format!("/list_ids/{i}"), "is listed twice"));
-        } else if !matches!(lists::get(store, ws, id).await, Ok(_)) {
+        } else if lists::get(store, ws, id).await.is_err() {
             errors.push(FieldError::new(format!("/list_ids/{i}"), "no such list"));
         }
     }
@@ -1625,13 +1647,7 @@ impl Runner<'_> {
         let mut reports: Vec<RowError> = vec![];
         let mut any_failed = false;
 
-        // 1. Inside the chunk, the last row of an email wins.
-        let mut last: HashMap<&str, usize> = HashMap::new();
-        for (i, r) in reads.iter().enumerate() {
-            if let Record::Row(row) = &r.record {
-                last.insert(row.email.as_str(), i);
-            }
-        }
+        // 1. Rows that parsed; failed ones go to the report.
         let mut live: Vec<(usize, &ContactRow)> = vec![];
         for (i, r) in reads.iter().enumerate() {
             counts[i].rows_read = 1;
@@ -1641,19 +1657,7 @@ impl Runner<'_> {
                     any_failed = true;
                     reports.extend(errs.iter().cloned().map(RowError::from));
                 }
-                Record::Row(row) => {
-                    let winner = last[row.email.as_str()];
-                    if winner != i {
-                        counts[i].skip(Skip::Duplicate);
-                        reports.push(duplicate_report(
-                            row.line,
-                            row.email.as_str(),
-                            line_of(&reads[winner]),
-                        ));
-                    } else {
-                        live.push((i, row));
-                    }
-                }
+                Record::Row(row) => live.push((i, row)),
             }
         }
 
@@ -1662,6 +1666,8 @@ impl Runner<'_> {
         let emails: Vec<String> = live
             .iter()
             .map(|(_, r)| r.email.as_str().to_string())
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
         let suppressed = suppressions::reasons_for(store, self.ws, &emails)
             .await
@@ -1702,10 +1708,10 @@ impl Runner<'_> {
             .collect();
         let members: HashSet<Key> = batch_existing(store, member_keys).await.map_err(retry)?;
 
-        // 3. Decide each row.
-        let now = Utc::now();
-        let mut planned: Vec<Planned> = vec![];
-        let mut claimed_ext: HashSet<String> = HashSet::new();
+        // 3. Decide each row on what existed before this import (so the decision does
+        // not depend on where chunks start): suppressed, mode, external id.
+        let mut candidates: Vec<(usize, &ContactRow, Option<&ContactRecord>, Option<u64>)> = vec![];
+        let mut claimed_ext: HashMap<String, &str> = HashMap::new();
         for (i, row) in live {
             let email = row.email.as_str();
             if let Some(reason) = suppressed.get(email) {
@@ -1732,7 +1738,7 @@ impl Runner<'_> {
                 });
                 continue;
             }
-            // An earlier chunk of this same import wrote this email: the last row wins.
+            // An earlier chunk of this same import wrote this email.
             let earlier = current
                 .filter(|c| c.import_id.as_deref() == Some(self.id))
                 .and_then(|c| c.import_line);
@@ -1759,12 +1765,14 @@ impl Runner<'_> {
                     _ => {}
                 }
             }
-            // The external id must not belong to another contact.
+            // The external id must not belong to another contact (nor be claimed by a
+            // row of another email in this chunk).
             if let Some(ext) = &row.external_id {
                 let mine = current.and_then(|c| c.external_id.as_deref()) == Some(ext.as_str());
                 let owner = ext_owners.get(&contacts::external_id_key(self.ws, ext));
                 let taken = owner.is_some_and(|o| Some(o) != current.map(|c| &c.id));
-                if !mine && (taken || !claimed_ext.insert(ext.clone())) {
+                let claimed = *claimed_ext.entry(ext.clone()).or_insert(email) != email;
+                if !mine && (taken || claimed) {
                     counts[i].failed = 1;
                     any_failed = true;
                     reports.push(RowError {
@@ -1776,13 +1784,31 @@ impl Runner<'_> {
                     continue;
                 }
             }
+            candidates.push((i, row, current, earlier));
+        }
+
+        // 4. Inside the file, the last row of an email wins: earlier rows of the chunk
+        // are duplicates here; one an earlier chunk wrote is found by the contact's
+        // `import_line` (then this row inherits its counted outcome).
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, row, _, _) in &candidates {
+            last.insert(row.email.as_str(), *i);
+        }
+        let now = Utc::now();
+        let mut planned: Vec<Planned> = vec![];
+        for (i, row, current, earlier) in candidates {
+            let email = row.email.as_str();
+            let winner = last[email];
+            if winner != i {
+                counts[i].skip(Skip::Duplicate);
+                reports.push(duplicate_report(row.line, email, line_of(&reads[winner])));
+                continue;
+            }
             match self.plan_row(rec, row, current, &members, now) {
                 Ok(mut p) => {
                     p.read_index = i;
                     match (current, earlier) {
                         (_, Some(earlier_line)) => {
-                            // The earlier row becomes the duplicate; this one inherits its
-                            // outcome (already counted).
                             counts[i].skip(Skip::Duplicate);
                             reports.push(duplicate_report(earlier_line, email, row.line));
                             p.ledger = None;
@@ -1800,7 +1826,26 @@ impl Runner<'_> {
             }
         }
 
-        // 4. The report first: idempotent puts keyed by line, so a retry rewrites them.
+        // 5. The report first: idempotent puts keyed by line, so a retry rewrites them.
+        // Reports name the file's own header (`E-mail`), not the field (`email`).
+        let header_of = |field: &str| {
+            rec.columns
+                .iter()
+                .flatten()
+                .find(|c| c.target == field)
+                .map(|c| c.header.clone())
+        };
+        let (email_header, ext_header) = (header_of("email"), header_of("external_id"));
+        for r in &mut reports {
+            let header = match r.column.as_str() {
+                "email" => &email_header,
+                "external_id" => &ext_header,
+                _ => continue,
+            };
+            if let Some(h) = header {
+                r.column = h.clone();
+            }
+        }
         let mut ops = Vec::with_capacity(reports.len());
         let mut per_line: HashMap<u64, usize> = HashMap::new();
         for r in &reports {
@@ -1818,7 +1863,7 @@ impl Runner<'_> {
                 .map_err(|e| retry(e.into()))?;
         }
 
-        // 5. Group consecutive rows into transactions, each ending with the checkpoint.
+        // 6. Group consecutive rows into transactions, each ending with the checkpoint.
         let budget = self.env.settings.tx_actions.max(4);
         let overhead = 2 + rec.list_ids.len();
         let mut groups: Vec<Vec<TxAction>> = vec![];
