@@ -8,6 +8,7 @@ use std::sync::Arc;
 pub mod delivery;
 
 use anyhow::{Context, Result};
+use mailpilot_shared::adapters::local::blobs::FileBlobs;
 use mailpilot_shared::adapters::local::store::RedbStore;
 use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
 use mailpilot_shared::model::links::LinkKeys;
@@ -19,6 +20,7 @@ use mailpilot_shared::usecases::messages::{Composer, DEFAULT_RETENTION_DAYS};
 use mailpilot_shared::usecases::providers::Providers;
 use mailpilot_shared::usecases::send::{Directory, SendConfig, StoreDirectory};
 use mailpilot_shared::usecases::{jobs, senders, workspaces};
+use mailpilot_shared::usecases::imports::{self, BackgroundStarter, ImportEnv, ImportSettings};
 use tokio::net::TcpListener;
 
 /// The runner's settings (from `MAILPILOT_*` environment variables in `main`).
@@ -153,6 +155,8 @@ pub fn outbox_root(data_dir: &Path) -> PathBuf {
 pub struct Running {
     pub addr: SocketAddr,
     pub store: Arc<RedbStore>,
+    /// The import use cases' environment (uploads folder, background starter).
+    pub imports: Arc<ImportEnv>,
     /// The demo workspace's key, when this start created it.
     pub demo: Option<workspaces::CreatedWorkspace>,
     /// The delivery engine (queues, dispatcher, senders).
@@ -238,11 +242,23 @@ pub async fn start_with_store(
         link_keys: link_keys.clone(),
         public_url: Some(public_url.clone()),
     };
-    let state = AppState::new(
+    let import_env = Arc::new(ImportEnv {
+        store: dyn_store.clone(),
+        blobs: Arc::new(FileBlobs::new(&settings.data_dir.join("uploads"))),
+        starter: Arc::new(BackgroundStarter),
+        settings: ImportSettings::from_env(),
+    });
+    let state = AppState::with_imports(
         dyn_store.clone(),
         config,
         RateLimiter::memory(settings.key_rate),
+        Some(import_env.clone()),
     );
+    // Resume the imports (and undos) a previous process left running: it is gone (the
+    // store is locked by this process), so its leases are taken over at once.
+    imports::resume_all(&import_env)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Resume the jobs a previous process left unfinished.
     for (ws, job) in jobs::unfinished(dyn_store.as_ref())
         .await
@@ -291,6 +307,7 @@ pub async fn start_with_store(
     Ok(Running {
         addr,
         store,
+        imports: import_env,
         demo,
         engine,
         shutdown: tx,

@@ -4,7 +4,8 @@
 
 /// Partition-key families of one workspace. `ALL_STATIC` is the registry the
 /// delete-workspace job walks; per-entity partitions are found from their parents
-/// (`list#<id>` from `lists`, `contact#<id>#lists` from `contacts`).
+/// (`list#<id>` from `lists`, `contact#<id>#lists` from `contacts`, `import#<id>#…`
+/// from `imports`).
 pub fn ws(ws: &str, family: &str) -> String {
     format!("ws#{ws}#{family}")
 }
@@ -46,6 +47,22 @@ pub const TEMPLATES: &str = "templates";
 pub const COMPONENTS: &str = "components";
 /// Component name → id (names are unique in a workspace: `{{> name}}` finds them).
 pub const COMPONENT_NAMES: &str = "component-names";
+pub const IMPORTS: &str = "imports";
+
+/// An import's error report: sort key = `<line, 12 digits>#<n>`.
+pub fn import_errors(ws_id: &str, import_id: &str) -> String {
+    ws(ws_id, &format!("import#{import_id}#errors"))
+}
+
+/// An import's ledger (what each committed transaction wrote, for undo): sort key =
+/// the first line of the transaction, 12 digits.
+pub fn import_ledger(ws_id: &str, import_id: &str) -> String {
+    ws(ws_id, &format!("import#{import_id}#ledger"))
+}
+
+/// Global pointers to imports that are running or reverting (ids only), so a restarted
+/// runner finds them without a scan: sort key = `<ws>#<import id>`.
+pub const IMPORTS_RUNNING: &str = "imports#running";
 
 /// Members of one list: sort key = contact id.
 pub fn list_members(ws_id: &str, list_id: &str) -> String {
@@ -64,12 +81,13 @@ pub fn template_versions(ws_id: &str, template_id: &str) -> String {
 
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 14] = [
+pub const DELETABLE_FAMILIES: [&str; 15] = [
     MESSAGES,
     COUNTERS,
     TEMPLATES,
     COMPONENTS,
     COMPONENT_NAMES,
+    IMPORTS,
     LISTS,
     SENDERS,
     PROVIDERS,

@@ -22,6 +22,7 @@ struct Fixtures {
     message_id: String,
     template_id: String,
     component_id: String,
+    import_id: String,
 }
 
 async fn workspace_a(app: &TestApp) -> Fixtures {
@@ -86,6 +87,26 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         .await;
     assert_eq!(t.status, StatusCode::CREATED, "{}", t.body);
     let template_id = t.body["id"].as_str().unwrap().to_string();
+    // A finished import (with one report line), so the import routes have an id to try.
+    let i = app.post("/v1/imports", json!({})).await;
+    assert_eq!(i.status, StatusCode::CREATED, "{}", i.body);
+    let import_id = i.body["id"].as_str().unwrap().to_string();
+    let put = app
+        .client
+        .put(format!("{}/v1/imports/{import_id}/file", app.url))
+        .bearer_auth(&app.api_key)
+        .body("email\nimported@a.example\nnot-an-email\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    for _ in 0..500 {
+        let a = app.get(&format!("/v1/imports/{import_id}")).await;
+        if a.body["status"] == "completed_with_errors" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Fixtures {
         contact_id,
         email,
@@ -97,6 +118,7 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         message_id,
         template_id,
         component_id,
+        import_id,
     }
 }
 
@@ -126,6 +148,11 @@ fn substitute(template: &str, f: &Fixtures) -> String {
         "/v1/components/{id}" | "/v1/components/{id}/preview" => {
             HashMap::from([("id", f.component_id.as_str())])
         }
+        "/v1/imports/{id}"
+        | "/v1/imports/{id}/file"
+        | "/v1/imports/{id}/preview"
+        | "/v1/imports/{id}/commit"
+        | "/v1/imports/{id}/errors" => HashMap::from([("id", f.import_id.as_str())]),
         other if other.contains('{') => {
             panic!("no tenant-isolation fixture for {other}: add one here")
         }
@@ -201,6 +228,7 @@ fn leaks(body: &Value, f: &Fixtures, ws_a: &str, given: &str) -> Option<String> 
         &f.external_id,
         &f.template_id,
         &f.component_id,
+        &f.import_id,
     ]
     .into_iter()
     .filter(|needle| !given.contains(*needle))

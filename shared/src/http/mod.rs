@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod extract;
 pub mod idempotency;
 pub mod messages;
+pub mod imports;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::ports::clock::Clock;
 use crate::ports::queue::Queue;
@@ -23,6 +24,7 @@ use crate::model::links::LinkKeys;
 use crate::ports::store::Store;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Sealer;
+use crate::usecases::imports::ImportEnv;
 use crate::usecases::jobs;
 use crate::usecases::send::Directory;
 
@@ -62,6 +64,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub store: Arc<dyn Store>,
+    /// The import use cases' ports (blobs, starter); `None` leaves imports out.
+    pub imports: Option<Arc<ImportEnv>>,
     pub config: Config,
     pub limiter: RateLimiter,
     pub(crate) keys: auth::KeyCache,
@@ -87,8 +91,18 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config, limiter: RateLimiter) -> Self {
+        Self::with_imports(store, config, limiter, None)
+    }
+
+    pub fn with_imports(
+        store: Arc<dyn Store>,
+        config: Config,
+        limiter: RateLimiter,
+        imports: Option<Arc<ImportEnv>>,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
+            imports,
             config,
             limiter,
             keys: auth::KeyCache::default(),
@@ -224,6 +238,18 @@ pub fn router(state: AppState) -> Router {
                 .delete(delete_component),
         )
         .route("/v1/components/{id}/preview", post(preview_component))
+        .route(
+            "/v1/imports",
+            get(imports::list_imports).post(imports::create_import),
+        )
+        .route(
+            "/v1/imports/{id}",
+            get(imports::get_import).delete(imports::revert_import),
+        )
+        .route("/v1/imports/{id}/file", put(imports::upload_file))
+        .route("/v1/imports/{id}/preview", post(imports::preview_import))
+        .route("/v1/imports/{id}/commit", post(imports::commit_import))
+        .route("/v1/imports/{id}/errors", get(imports::import_errors))
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

@@ -32,6 +32,9 @@ use super::routes;
         routes::preview_template,
         routes::create_component, routes::list_components, routes::get_component, routes::patch_component,
         routes::delete_component, routes::preview_component,
+        super::imports::create_import, super::imports::list_imports, super::imports::get_import,
+        super::imports::upload_file, super::imports::preview_import, super::imports::commit_import,
+        super::imports::import_errors, super::imports::revert_import,
     ),
     components(schemas(super::problem::Problem)),
     modifiers(&Conventions)

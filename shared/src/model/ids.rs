@@ -20,6 +20,7 @@ impl Id {
     pub const SENDER: &'static str = "sp";
     pub const TEMPLATE: &'static str = "tpl";
     pub const COMPONENT: &'static str = "cmp";
+    pub const IMPORT: &'static str = "imp";
 
     /// A new random id of the given kind, e.g. `ct_5x0...`.
     pub fn generate(prefix: &str) -> String {

@@ -2,6 +2,7 @@
 //! No I/O, no async, no AWS types.
 
 pub mod contact;
+pub mod csvfile;
 pub mod email;
 pub mod ids;
 pub mod links;

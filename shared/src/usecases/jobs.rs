@@ -192,6 +192,13 @@ async fn delete_page(store: &dyn Store, ws: &str, family: &str, job_id: &str) ->
             keys::CONTACTS => {
                 deleted += purge_partition(store, &keys::contact_lists(ws, sk)).await?
             }
+            keys::IMPORTS => {
+                deleted += purge_partition(store, &keys::import_errors(ws, sk)).await?;
+                deleted += purge_partition(store, &keys::import_ledger(ws, sk)).await?;
+                store
+                    .delete(&Key::new(keys::IMPORTS_RUNNING, format!("{ws}#{sk}")), None)
+                    .await?;
+            }
             _ => {}
         }
         ops.push(BatchOp::Delete(Key::new(&pk, sk)));

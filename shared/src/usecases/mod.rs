@@ -4,6 +4,7 @@
 pub mod components;
 pub mod contacts;
 pub mod dispatch;
+pub mod imports;
 pub mod jobs;
 pub mod lists;
 pub mod messages;
