@@ -5,6 +5,8 @@
 #   fmt          cargo fmt --check
 #   clippy       cargo clippy --workspace --all-targets -D warnings
 #   cfn-lint     template.yaml
+#   smtp         a real SMTP server (aiosmtpd: scripts/smtp_server.py) with STARTTLS, TLS
+#                and injected 4xx/5xx replies, for the SMTP provider's tests
 #   moto         the AWS emulator (moto's server, serialised: scripts/moto_server.py) on a
 #                free port on 127.0.0.1
 #   tests        cargo nextest run --workspace (unit, conformance on both engines, e2e)
@@ -19,12 +21,13 @@ cd "$ROOT"
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 
-PY_TOOLS=("moto[server]==5.2.5" "cfn-lint==1.58.0" "schemathesis==4.32.5")
+PY_TOOLS=("moto[server]==5.2.5" "cfn-lint==1.58.0" "schemathesis==4.32.5" "aiosmtpd==1.4.6" "dkimpy==1.1.8")
 
 RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/mailpilot-test.XXXXXX")"
 PIDFILE="$RUN_DIR/pids" # every background process a phase starts, for the trap
 : >"$PIDFILE"
 MOTO_PID=""
+SMTP_PID=""
 PASSED=()
 FAILED=()
 
@@ -32,6 +35,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_pid "$MOTO_PID"
+  stop_pid "$SMTP_PID"
   local pid
   while read -r pid; do
     stop_pid "$pid"
@@ -96,6 +100,33 @@ start_moto() {
   export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
   unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_PROFILE
   printf 'moto_server on %s (pid %s)\n' "$MAILPILOT_TEST_AWS_ENDPOINT" "$MOTO_PID" >&2
+}
+
+# Starts the test SMTP server in this shell (not a phase subshell) so the trap can stop it.
+start_smtp() {
+  local port tls_port dir
+  port=$(free_port) || return 1
+  tls_port=$(free_port) || return 1
+  dir="$RUN_DIR/smtp"
+  "$VENV/bin/python" "$ROOT/scripts/smtp_server.py" --port "$port" --tls-port "$tls_port" \
+    --dir "$dir" >"$RUN_DIR/smtp.log" 2>&1 &
+  SMTP_PID=$!
+  local deadline=$((SECONDS + 60))
+  until [ -f "$dir/ready" ]; do
+    if ! kill -0 "$SMTP_PID" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 50 "$RUN_DIR/smtp.log" >&2 || true
+      return 1
+    fi
+    sleep 0.2
+  done
+  # What the SMTP provider tests read (they fail when these are missing).
+  export MAILPILOT_TEST_SMTP_ADDR="127.0.0.1:$port"
+  export MAILPILOT_TEST_SMTPS_ADDR="127.0.0.1:$tls_port"
+  export MAILPILOT_TEST_SMTP_DIR="$dir"
+  # A Python with dkimpy, for the test that verifies DKIM signatures independently.
+  export MAILPILOT_TEST_PYTHON="$VENV/bin/python"
+  printf 'smtp_server on %s, TLS on %s (pid %s)\n' "$MAILPILOT_TEST_SMTP_ADDR" \
+    "$MAILPILOT_TEST_SMTPS_ADDR" "$SMTP_PID" >&2
 }
 
 run_tests() {
@@ -183,6 +214,13 @@ main() {
   phase fmt run_fmt
   phase clippy run_clippy
   phase cfn-lint run_cfn_lint
+
+  log "smtp"
+  if start_smtp; then
+    PASSED+=(smtp)
+  else
+    FAILED+=(smtp)
+  fi
 
   log "moto"
   if start_moto; then

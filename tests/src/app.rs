@@ -16,6 +16,8 @@ pub struct TestApp {
     pub workspace_id: String,
     pub api_key: String,
     pub store: Arc<RedbStore>,
+    /// The runner's data dir (its outbox is `outbox/<workspace id>/`).
+    pub data_dir: std::path::PathBuf,
     _running: Running,
     _dir: tempfile::TempDir,
 }
@@ -57,6 +59,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         workspace_id: demo.workspace_id,
         api_key: demo.api_key,
         store: running.store.clone(),
+        data_dir: dir.path().to_path_buf(),
         _running: running,
         _dir: dir,
     }

@@ -118,7 +118,7 @@ fn the_secret_is_generated_and_retained() {
 }
 
 #[test]
-fn the_api_function_may_touch_only_its_table_and_secret() {
+fn the_api_function_may_touch_only_its_table_secret_and_ses_list() {
     let t = template();
     let (table_id, _) = resource(&t, "AWS::DynamoDB::Table");
     let f = &t["Resources"]["ApiFunction"];
@@ -166,6 +166,10 @@ fn the_api_function_may_touch_only_its_table_and_secret() {
                 resources,
                 vec![json!({ "Fn::GetAtt": "PriorityQueue.Arn" })]
             );
+        } else if actions.iter().any(|a| a.starts_with("ses:")) {
+            // Verifying an SES connection: one read-only list action (no resource scoping).
+            assert_eq!(actions, vec!["ses:ListEmailIdentities"]);
+            assert_eq!(resources, vec![json!("*")]);
         } else {
             assert_eq!(actions, vec!["secretsmanager:GetSecretValue"]);
             assert_eq!(resources, vec![json!({ "Ref": "MailpilotSecrets" })]);

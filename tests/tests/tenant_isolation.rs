@@ -23,7 +23,13 @@ struct Fixtures {
     template_id: String,
     component_id: String,
     import_id: String,
+    provider_id: String,
+    sender_id: String,
+    outbox_message: String,
 }
+
+/// A's SMTP password: never in any answer, to anyone.
+const A_SECRET: &str = "a-smtp-password-never-shown";
 
 async fn workspace_a(app: &TestApp) -> Fixtures {
     // A finished delete job first, so the jobs routes have an id to try.
@@ -107,7 +113,36 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let pc = app
+        .post(
+            "/v1/providers",
+            json!({"name": "A's relay", "settings": {"kind": "smtp", "host": "smtp.a.example",
+                   "username": "a", "password": A_SECRET}}),
+        )
+        .await;
+    assert_eq!(pc.status, StatusCode::CREATED, "{}", pc.body);
+    let provider_id = pc.body["id"].as_str().unwrap().to_string();
+    let sp = app
+        .post(
+            "/v1/senders",
+            json!({"from_email": "news@a.example", "connection_id": provider_id}),
+        )
+        .await;
+    assert_eq!(sp.status, StatusCode::CREATED, "{}", sp.body);
+    let sender_id = sp.body["id"].as_str().unwrap().to_string();
+    // A message in A's outbox, as the outbox provider writes it.
+    let outbox = app.data_dir.join("outbox").join(&app.workspace_id);
+    std::fs::create_dir_all(&outbox).unwrap();
+    let outbox_message = "msg_aaaaaaaaaaaaaaaaaaaaaaaaaa".to_string();
+    std::fs::write(
+        outbox.join(format!("{outbox_message}.eml")),
+        "To: alice@a.example\r\nSubject: for A only\r\n\r\nhi\r\n",
+    )
+    .unwrap();
     Fixtures {
+        provider_id,
+        sender_id,
+        outbox_message,
         contact_id,
         email,
         external_id: "a-ext-1".into(),
@@ -153,6 +188,11 @@ fn substitute(template: &str, f: &Fixtures) -> String {
         | "/v1/imports/{id}/preview"
         | "/v1/imports/{id}/commit"
         | "/v1/imports/{id}/errors" => HashMap::from([("id", f.import_id.as_str())]),
+        "/v1/providers/{id}" | "/v1/providers/{id}/verify" => {
+            HashMap::from([("id", f.provider_id.as_str())])
+        }
+        "/v1/senders/{id}" => HashMap::from([("id", f.sender_id.as_str())]),
+        "/v1/outbox/{message_id}" => HashMap::from([("message_id", f.outbox_message.as_str())]),
         other if other.contains('{') => {
             panic!("no tenant-isolation fixture for {other}: add one here")
         }
@@ -190,6 +230,12 @@ fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
         ("POST", "/v1/templates/{id}/publish") => json!({"version": 1}),
         ("POST", "/v1/components") => json!({"name": "b-card", "body": "<b>b</b>"}),
         ("PATCH", "/v1/components/{id}") => json!({"body": "<b>taken by B</b>"}),
+        ("POST", "/v1/providers") => json!({"name": "B's outbox", "settings": {"kind": "outbox"}}),
+        ("PATCH", "/v1/providers/{id}") => json!({"name": "taken by B"}),
+        // B's own default outbox connection (the runner gives every workspace one).
+        ("POST", "/v1/senders") => json!({"from_email": "b@b.example",
+            "connection_id": mailpilot_shared::usecases::providers::LOCAL_OUTBOX_ID}),
+        ("PATCH", "/v1/senders/{id}") => json!({"from_name": "Mallory"}),
         (m, _) if m == "POST" || m == "PUT" || m == "PATCH" => json!({}),
         _ => return None,
     };
@@ -229,6 +275,11 @@ fn leaks(body: &Value, f: &Fixtures, ws_a: &str, given: &str) -> Option<String> 
         &f.template_id,
         &f.component_id,
         &f.import_id,
+        &f.provider_id,
+        &f.sender_id,
+        &f.outbox_message,
+        A_SECRET,
+        "for A only",
     ]
     .into_iter()
     .filter(|needle| !given.contains(*needle))
@@ -314,6 +365,16 @@ async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() 
     );
     assert_eq!(
         app.get(&format!("/v1/api-keys/{}", f.key_id)).await.status,
+        StatusCode::OK
+    );
+    let pc = app.get(&format!("/v1/providers/{}", f.provider_id)).await;
+    assert_eq!(pc.body["name"], "A's relay", "{}", pc.body);
+    let sp = app.get(&format!("/v1/senders/{}", f.sender_id)).await;
+    assert_eq!(sp.body["from_name"], Value::Null, "{}", sp.body);
+    assert_eq!(
+        app.get(&format!("/v1/outbox/{}", f.outbox_message))
+            .await
+            .status,
         StatusCode::OK
     );
     assert_eq!(

@@ -343,8 +343,10 @@ pub struct DkimInput {
 pub enum SettingsInput {
     Ses {
         /// AWS region of the SES account (`eu-west-1`).
+        #[schema(pattern = r"^[a-z0-9]+(-[a-z0-9]+)+-[0-9]+$")]
         region: String,
         #[serde(default)]
+        #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
         configuration_set: Option<String>,
         /// Static credentials (both or neither); without them the function's role is used.
         #[serde(default)]
@@ -383,7 +385,11 @@ pub enum SettingsInput {
 /// `POST /v1/providers` body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProvider {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// Sends per second shared by every sender on the connection; a default per kind.
     #[serde(default)]
@@ -447,7 +453,11 @@ pub enum SettingsPatch {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ProviderPatch {
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
     #[serde(default)]
     #[schema(minimum = 1, maximum = 100000)]
@@ -471,6 +481,9 @@ pub struct Verification {
 
 // ---- the factory --------------------------------------------------------------------
 
+/// Built providers by (workspace, connection id), with the connection version they match.
+type ProviderCache = HashMap<(String, String), (DateTime<Utc>, Arc<dyn Provider>)>;
+
 /// Builds a [`Provider`] for a stored connection, and caches it per connection version
 /// (so an SMTP pool or an SES client is built once, not per message).
 #[derive(Clone)]
@@ -478,7 +491,7 @@ pub struct Providers {
     sealer: Sealer,
     outbox_root: Option<PathBuf>,
     replace_with: Option<Arc<dyn Provider>>,
-    cache: Arc<Mutex<HashMap<(String, String), (DateTime<Utc>, Arc<dyn Provider>)>>>,
+    cache: Arc<Mutex<ProviderCache>>,
 }
 
 impl fmt::Debug for Providers {
@@ -1173,6 +1186,9 @@ pub async fn delete(store: &dyn Store, ws: &str, id: &str) -> AppResult<()> {
     }
 }
 
+/// How long `verify` waits for a provider.
+pub const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// Checks the connection's credentials with the provider, without sending mail.
 pub async fn verify(
     store: &dyn Store,
@@ -1182,7 +1198,20 @@ pub async fn verify(
 ) -> AppResult<Verification> {
     let (_, provider) = provider_for(store, p, ws, id).await?;
     let checked_at = Utc::now();
-    Ok(match provider.verify().await {
+    // Bounded, so a connection pointing at a host that never answers cannot hold the request.
+    let outcome = tokio::time::timeout(VERIFY_TIMEOUT, provider.verify())
+        .await
+        .unwrap_or_else(|_| {
+            Err(SendError::Transient {
+                code: "timeout".into(),
+                detail: format!(
+                    "the provider did not answer within {} seconds",
+                    VERIFY_TIMEOUT.as_secs()
+                ),
+                retry_after: None,
+            })
+        });
+    Ok(match outcome {
         Ok(()) => Verification {
             ok: true,
             class: None,

@@ -102,7 +102,18 @@ pub fn classify(code: Option<&str>, message: Option<&str>, status: Option<u16>) 
             code: code.into(),
             retry_after: None,
         },
-        "MessageRejected" if lower.contains("not verified") || lower.contains("sandbox") => {
+        // The sending identity is not (yet) allowed: unverified, sandboxed, or not
+        // authorised (moto words it "Did not have authority to send from").
+        "MessageRejected"
+            if [
+                "not verified",
+                "sandbox",
+                "not authorized",
+                "authority to send",
+            ]
+            .iter()
+            .any(|p| lower.contains(p)) =>
+        {
             sender(code, detail)
         }
         "AccountSuspendedException"

@@ -95,8 +95,12 @@ impl fmt::Debug for SmtpProvider {
 
 /// Parses a PEM certificate (validation at save and building).
 pub fn parse_certificate(pem: &str) -> Result<Certificate, String> {
-    Certificate::from_pem(pem.as_bytes())
-        .map_err(|_| "is not a PEM certificate (-----BEGIN CERTIFICATE-----)".to_string())
+    const REASON: &str = "is not a PEM certificate (-----BEGIN CERTIFICATE-----)";
+    // lettre accepts text without any certificate in it; we do not.
+    if !pem.contains("-----BEGIN CERTIFICATE-----") || !pem.contains("-----END CERTIFICATE-----") {
+        return Err(REASON.into());
+    }
+    Certificate::from_pem(pem.as_bytes()).map_err(|_| REASON.to_string())
 }
 
 /// Parses a DKIM private key: RSA, PKCS#1 PEM.
@@ -179,7 +183,9 @@ pub fn classify(e: &lettre::transport::smtp::Error) -> SendError {
             permanent(code, detail)
         };
     }
-    if e.is_tls() {
+    // A certificate we do not trust is a configuration problem, not a passing one
+    // (lettre reports rustls' verdict as a connection error).
+    if e.is_tls() || detail.contains("certificate") {
         return sender("tls", detail);
     }
     if e.is_timeout() {
