@@ -357,7 +357,11 @@ pub struct SendRequest {
     pub to: Option<String>,
     #[serde(default)]
     pub contact_id: Option<String>,
-    #[schema(min_length = 1, max_length = 998)]
+    #[schema(
+        min_length = 1,
+        max_length = 998,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub subject: String,
     #[serde(default)]
     pub html: Option<String>,
