@@ -89,13 +89,13 @@ pub const DELETABLE_FAMILIES: [&str; 15] = [
     COMPONENT_NAMES,
     IMPORTS,
     LISTS,
-    SENDERS,
-    PROVIDERS,
     CONTACTS,
     EMAILS,
     EXTERNAL_IDS,
     SUPPRESSIONS,
     IDEMPOTENCY,
+    SENDERS,
+    PROVIDERS,
     JOBS,
 ];
 
