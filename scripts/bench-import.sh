@@ -12,7 +12,9 @@
 #      own write counter, logged by the runner at the end of the run) and the peak RSS
 #      of the runner process (VmHWM from /proc).
 #
-# Knobs: BENCH_IMPORT_SIZES ("100000 1000000"), BENCH_OUT (keep the raw results there).
+# Knobs: BENCH_IMPORT_SIZES ("100000 1000000"), BENCH_OUT (keep the raw results there),
+# BENCH_IMPORT_PROFILE (release; `debug` only for a quick functional run on a machine
+# without a release build: its times are not the benchmark's).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,10 +40,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building (release): mailpilot, csv-parse"
-cargo build --release -p mailpilot-runner --bin mailpilot
-cargo build --release -p mailpilot-bench --bin csv-parse
-TARGET="$(cargo_target_dir)/release"
+PROFILE="${BENCH_IMPORT_PROFILE:-release}"
+log "building ($PROFILE): mailpilot, csv-parse"
+if [ "$PROFILE" = release ]; then
+  cargo build --release -p mailpilot-runner --bin mailpilot
+  cargo build --release -p mailpilot-bench --bin csv-parse
+else
+  cargo build -p mailpilot-runner --bin mailpilot
+  cargo build -p mailpilot-bench --bin csv-parse
+fi
+TARGET="$(cargo_target_dir)/$PROFILE"
 
 log "generating the files"
 python3 bench/gen_import_csv.py 1000000 "$WORK/1000000.csv"
