@@ -145,7 +145,10 @@ async fn an_import_killed_mid_way_resumes_after_restart_with_exact_counters() {
             .await
             .unwrap();
         let read = a["rows_read"].as_i64().unwrap();
-        assert_eq!(a["status"], "running", "the import finished before the kill: {a}");
+        assert_eq!(
+            a["status"], "running",
+            "the import finished before the kill: {a}"
+        );
         if read >= 600 {
             break a;
         }
@@ -190,7 +193,10 @@ async fn an_import_killed_mid_way_resumes_after_restart_with_exact_counters() {
         .json()
         .await
         .unwrap();
-    assert_eq!(list["member_count"], want_created, "each contact joined once");
+    assert_eq!(
+        list["member_count"], want_created,
+        "each contact joined once"
+    );
     let report = client
         .get(format!("{}/v1/imports/{id}/errors", again.url))
         .bearer_auth(&key)

@@ -504,7 +504,7 @@ pub fn mixed_file(n: usize) -> Vec<u8> {
     for i in 0..n {
         let line = match i % 13 {
             5 => format!("broken-{i},Broken,free,1\n"),
-            7 => format!("dup{}@example.com,Again{i},pro,{i}\n", i % 20),
+            7 => format!("dup{}@example.com,Again{i},pro,{i}\n", i % 7),
             9 => format!("sup{}@example.com,Sup,free,1\n", i % 3),
             11 => format!("\"quoted{i}@example.com\",\"Multi\nLine\",\"a, b\",2\n"),
             _ => format!("user{i}@example.com,User{i},free,{}\n", i % 10),
