@@ -89,7 +89,7 @@ fn vars(i: u64) -> Map<String, Json> {
         "email": format!("reader{i}@example.com"),
         "first_name": format!("Reader {i}"),
         "attributes": {
-            "plan": if i % 2 == 0 { "pro" } else { "free" },
+            "plan": if i.is_multiple_of(2) { "pro" } else { "free" },
             "city": "Zaragoza",
             "points": i % 1000,
             "dashboard_url": format!("https://app.example.com/u/{i}/dashboard"),
