@@ -149,7 +149,8 @@ fn main() -> Result<()> {
         let expanded = render::components::expand(&html, Format::Handlebars, &lookup)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?
             .text;
-        let mut bare = handlebars::Handlebars::new();
+        // Same helpers (`default`, …) and escaping; no link or pixel helpers in this HTML.
+        let mut bare = render::engine::html_registry().clone();
         bare.register_template_string("t", &expanded)?;
         let data = Map::new();
         let ctx = |tracking: bool| MessageContext {
