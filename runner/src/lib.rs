@@ -16,11 +16,11 @@ use mailpilot_shared::ports::clock::ManualClock;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
+use mailpilot_shared::usecases::imports::{self, BackgroundStarter, ImportEnv, ImportSettings};
 use mailpilot_shared::usecases::messages::{Composer, DEFAULT_RETENTION_DAYS};
 use mailpilot_shared::usecases::providers::Providers;
 use mailpilot_shared::usecases::send::{Directory, SendConfig, StoreDirectory};
 use mailpilot_shared::usecases::{jobs, senders, workspaces};
-use mailpilot_shared::usecases::imports::{self, BackgroundStarter, ImportEnv, ImportSettings};
 use tokio::net::TcpListener;
 
 /// The runner's settings (from `MAILPILOT_*` environment variables in `main`).

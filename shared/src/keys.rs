@@ -82,17 +82,17 @@ pub fn template_versions(ws_id: &str, template_id: &str) -> String {
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
 pub const DELETABLE_FAMILIES: [&str; 15] = [
+    LISTS,
+    CONTACTS,
+    EMAILS,
+    EXTERNAL_IDS,
+    SUPPRESSIONS,
     MESSAGES,
     COUNTERS,
     TEMPLATES,
     COMPONENTS,
     COMPONENT_NAMES,
     IMPORTS,
-    LISTS,
-    CONTACTS,
-    EMAILS,
-    EXTERNAL_IDS,
-    SUPPRESSIONS,
     IDEMPOTENCY,
     SENDERS,
     PROVIDERS,

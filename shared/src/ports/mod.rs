@@ -1,7 +1,7 @@
 //! Ports: the small capability traits the use cases talk through.
 
-pub mod clock;
 pub mod blobs;
+pub mod clock;
 pub mod provider;
 pub mod queue;
 pub mod store;
