@@ -222,8 +222,10 @@ fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
         ("POST", "/v1/api-keys") => json!({"name": "b", "scope": "full"}),
         ("POST", "/v1/workspaces") => json!({"name": "x"}),
         // A's sender: B may not send through it.
+        // A's own SMTP sender (every workspace's local outbox sender shares one id, so
+        // that one would be B's own): B may not send through it.
         ("POST", "/v1/send") => {
-            json!({"sender_id": LOCAL_SENDER_ID, "to": "bob@b.example", "subject": "s", "text": "t"})
+            json!({"sender_id": f.sender_id, "to": "bob@b.example", "subject": "s", "text": "t"})
         }
         ("POST", "/v1/templates") => json!({"name": "B's", "subject": "s", "html": "<p>b</p>"}),
         ("PATCH", "/v1/templates/{id}") => json!({"subject": "taken by B"}),

@@ -49,7 +49,8 @@ pub struct ParamDef {
     pub kind: ParamType,
     /// Used when a use leaves the parameter out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value (a string, number, boolean, object or array).
+    #[schema(value_type = Value)]
     pub default: Option<Json>,
     /// A use that leaves a required parameter out (and it has no default) is rejected.
     #[serde(default)]
