@@ -9,6 +9,7 @@
 #                and injected 4xx/5xx replies, for the SMTP provider's tests
 #   moto         the AWS emulator (moto's server, serialised: scripts/moto_server.py) on a
 #                free port on 127.0.0.1
+#   chromium     Debian's chromium, installed when missing (the starter-template layout test)
 #   tests        cargo nextest run --workspace (unit, conformance on both engines, e2e)
 #   schemathesis the local runner's API against its own /openapi.json
 #
@@ -73,6 +74,11 @@ phase() {
 ensure_rust_components() {
   cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
   cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+}
+
+# Headless Chromium lays out the starter templates (tests/tests/starter_chromium.rs).
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
 }
 
 run_fmt() { cargo fmt --all -- --check; }
@@ -210,6 +216,7 @@ main() {
   local started=$SECONDS
   phase python-tools venv_install test "${PY_TOOLS[@]}"
   ensure_rust_components
+  phase chromium ensure_chromium
 
   phase fmt run_fmt
   phase clippy run_clippy

@@ -8,12 +8,15 @@ use std::sync::Arc;
 pub mod delivery;
 
 use anyhow::{Context, Result};
+use mailpilot_shared::adapters::local::blobs::FileBlobs;
 use mailpilot_shared::adapters::local::store::RedbStore;
 use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
+use mailpilot_shared::model::links::LinkKeys;
 use mailpilot_shared::ports::clock::ManualClock;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
+use mailpilot_shared::usecases::imports::{self, BackgroundStarter, ImportEnv, ImportSettings};
 use mailpilot_shared::usecases::messages::{Composer, DEFAULT_RETENTION_DAYS};
 use mailpilot_shared::usecases::providers::Providers;
 use mailpilot_shared::usecases::send::{Directory, SendConfig, StoreDirectory};
@@ -26,6 +29,9 @@ pub struct Settings {
     pub addr: String,
     pub data_dir: PathBuf,
     pub public_url: Option<String>,
+    /// `MAILPILOT_LINK_KEYS` (`kid1:secret1,kid2:secret2`); unset: the keys generated
+    /// into the data dir's `secrets.json` on first start.
+    pub link_keys: Option<String>,
     pub admin_token: Option<String>,
     /// Requests per second per API key (burst twice that); 0 turns the limit off.
     pub key_rate: u32,
@@ -88,6 +94,7 @@ impl Settings {
                 .unwrap_or_else(|| "./mailpilot-data".into())
                 .into(),
             public_url: var("MAILPILOT_PUBLIC_URL"),
+            link_keys: var("MAILPILOT_LINK_KEYS"),
             admin_token: var("MAILPILOT_ADMIN_TOKEN"),
             key_rate: var("MAILPILOT_KEY_RATE")
                 .and_then(|v| v.parse().ok())
@@ -230,6 +237,8 @@ pub fn outbox_root(data_dir: &Path) -> PathBuf {
 pub struct Running {
     pub addr: SocketAddr,
     pub store: Arc<RedbStore>,
+    /// The import use cases' environment (uploads folder, background starter).
+    pub imports: Arc<ImportEnv>,
     /// The demo workspace's key, when this start created it.
     pub demo: Option<workspaces::CreatedWorkspace>,
     /// The delivery engine (queues, dispatcher, senders).
@@ -292,6 +301,20 @@ pub async fn start_with_store(
             .await
             .map_err(|e| anyhow::anyhow!("creating the default sender: {e}"))?;
     }
+    let link_keys = Arc::new(match &settings.link_keys {
+        Some(text) => LinkKeys::parse(text).context("MAILPILOT_LINK_KEYS")?,
+        None => secrets
+            .link_keys()
+            .context("the link-signing keys in secrets.json")?,
+    });
+    let listener = TcpListener::bind(&settings.addr)
+        .await
+        .with_context(|| format!("binding {}", settings.addr))?;
+    let addr = listener.local_addr()?;
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let dyn_store: Arc<dyn Store> = store.clone();
     let sealer = Sealer::new(&secrets.encryption_key);
     let config = Config {
@@ -300,12 +323,26 @@ pub async fn start_with_store(
         jobs: JobDriver::Background,
         cache_keys: true,
         providers: Providers::new(sealer, Some(outbox_root(&settings.data_dir))),
+        link_keys: link_keys.clone(),
+        public_url: Some(public_url.clone()),
     };
-    let state = AppState::new(
+    let import_env = Arc::new(ImportEnv {
+        store: dyn_store.clone(),
+        blobs: Arc::new(FileBlobs::new(&settings.data_dir.join("uploads"))),
+        starter: Arc::new(BackgroundStarter),
+        settings: ImportSettings::from_env(),
+    });
+    let state = AppState::with_imports(
         dyn_store.clone(),
         config,
         RateLimiter::memory(settings.key_rate),
+        Some(import_env.clone()),
     );
+    // Resume the imports (and undos) a previous process left running: it is gone (the
+    // store is locked by this process), so its leases are taken over at once.
+    imports::resume_all(&import_env)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Resume the jobs a previous process left unfinished.
     for (ws, job) in jobs::unfinished(dyn_store.as_ref())
         .await
@@ -313,10 +350,6 @@ pub async fn start_with_store(
     {
         state.drive_job(&ws, &job);
     }
-    let listener = TcpListener::bind(&settings.addr)
-        .await
-        .with_context(|| format!("binding {}", settings.addr))?;
-    let addr = listener.local_addr()?;
     let d = &settings.delivery;
     let directory: Arc<dyn Directory> = match &d.directory {
         Some(dir) => dir.clone(),
@@ -326,15 +359,8 @@ pub async fn start_with_store(
         )),
     };
     let composer = Composer {
-        link_keys: Arc::new(
-            secrets
-                .link_keys()
-                .map_err(|e| anyhow::anyhow!("link-signing keys: {e}"))?,
-        ),
-        public_url: settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}")),
+        link_keys,
+        public_url,
     };
     let engine = Arc::new(delivery::Engine::new(
         dyn_store.clone(),
@@ -372,6 +398,7 @@ pub async fn start_with_store(
     Ok(Running {
         addr,
         store,
+        imports: import_env,
         demo,
         engine,
         shutdown: tx,

@@ -11,6 +11,11 @@ use crate::ports::store::{LimitError, StoreError};
 pub struct FieldError {
     pub field: String,
     pub reason: String,
+    /// For a syntax error in a text field (a template): 1-based line and column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
 }
 
 impl FieldError {
@@ -18,7 +23,16 @@ impl FieldError {
         Self {
             field: field.into(),
             reason: reason.into(),
+            line: None,
+            column: None,
         }
+    }
+
+    /// The same error, at a line and column of the field's text.
+    pub fn at(mut self, line: Option<u32>, column: Option<u32>) -> Self {
+        self.line = line;
+        self.column = column;
+        self
     }
 }
 

@@ -4,7 +4,8 @@
 
 /// Partition-key families of one workspace. `ALL_STATIC` is the registry the
 /// delete-workspace job walks; per-entity partitions are found from their parents
-/// (`list#<id>` from `lists`, `contact#<id>#lists` from `contacts`).
+/// (`list#<id>` from `lists`, `contact#<id>#lists` from `contacts`, `import#<id>#…`
+/// from `imports`).
 pub fn ws(ws: &str, family: &str) -> String {
     format!("ws#{ws}#{family}")
 }
@@ -45,6 +46,26 @@ pub fn provider_message(provider: &str, provider_message_id: &str) -> (String, S
 pub const PROVIDERS: &str = "providers";
 /// Sender profiles: sort key = sender id.
 pub const SENDERS: &str = "senders";
+pub const TEMPLATES: &str = "templates";
+pub const COMPONENTS: &str = "components";
+/// Component name → id (names are unique in a workspace: `{{> name}}` finds them).
+pub const COMPONENT_NAMES: &str = "component-names";
+pub const IMPORTS: &str = "imports";
+
+/// An import's error report: sort key = `<line, 12 digits>#<n>`.
+pub fn import_errors(ws_id: &str, import_id: &str) -> String {
+    ws(ws_id, &format!("import#{import_id}#errors"))
+}
+
+/// An import's ledger (what each committed transaction wrote, for undo): sort key =
+/// the first line of the transaction, 12 digits.
+pub fn import_ledger(ws_id: &str, import_id: &str) -> String {
+    ws(ws_id, &format!("import#{import_id}#ledger"))
+}
+
+/// Global pointers to imports that are running or reverting (ids only), so a restarted
+/// runner finds them without a scan: sort key = `<ws>#<import id>`.
+pub const IMPORTS_RUNNING: &str = "imports#running";
 
 /// Members of one list: sort key = contact id.
 pub fn list_members(ws_id: &str, list_id: &str) -> String {
@@ -56,16 +77,25 @@ pub fn contact_lists(ws_id: &str, contact_id: &str) -> String {
     ws(ws_id, &format!("contact#{contact_id}#lists"))
 }
 
+/// The versions of one template: sort key = the version number, zero-padded to 6 digits.
+pub fn template_versions(ws_id: &str, template_id: &str) -> String {
+    ws(ws_id, &format!("template#{template_id}#versions"))
+}
+
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 13] = [
-    MESSAGES,
-    COUNTERS,
+pub const DELETABLE_FAMILIES: [&str; 17] = [
     LISTS,
     CONTACTS,
     EMAILS,
     EXTERNAL_IDS,
     SUPPRESSIONS,
+    MESSAGES,
+    COUNTERS,
+    TEMPLATES,
+    COMPONENTS,
+    COMPONENT_NAMES,
+    IMPORTS,
     CAMPAIGN_RUNS,
     CAMPAIGNS,
     IDEMPOTENCY,

@@ -14,6 +14,7 @@ pub mod mime;
 pub mod model;
 pub mod ports;
 pub mod ratelimit;
+pub mod render;
 pub mod schema;
 pub mod secrets;
 pub mod serde_util;

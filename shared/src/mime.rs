@@ -219,4 +219,127 @@ mod tests {
         p.text = None;
         assert_eq!(build(&p), Err(MimeError::NoBody));
     }
+
+    // ---- golden tests: the built message parsed back by a MIME parser ----
+
+    use mail_parser::MimeHeaders;
+
+    fn parse(raw: &[u8]) -> mail_parser::Message<'_> {
+        mail_parser::MessageParser::default()
+            .parse(raw)
+            .expect("the message parses")
+    }
+
+    fn addr(a: Option<&mail_parser::Address<'_>>) -> (Option<String>, String) {
+        let a = a.and_then(|a| a.first()).expect("an address");
+        (
+            a.name().map(str::to_owned),
+            a.address().unwrap_or_default().to_owned(),
+        )
+    }
+
+    #[test]
+    fn golden_multipart_message_parses_back_with_every_header() {
+        let p = parts();
+        let raw = build(&p).unwrap();
+        let m = parse(&raw);
+        assert_eq!(
+            addr(m.from()),
+            (Some("Acme Team".into()), "news@acme.example".into())
+        );
+        assert_eq!(addr(m.to()), (Some("Zoë".into()), "zoe@example.com".into()));
+        assert_eq!(addr(m.reply_to()), (None, "help@acme.example".into()));
+        assert_eq!(m.subject(), Some("Grüße aus Köln"));
+        assert_eq!(m.message_id(), Some("msg_01@acme.example"));
+        assert_eq!(m.date().map(|d| d.to_timestamp()), Some(p.date.timestamp()));
+        assert_eq!(
+            m.header_raw(MESSAGE_ID_HEADER).map(str::trim),
+            Some("msg_01")
+        );
+        let unsub: String = m
+            .header_raw("List-Unsubscribe")
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(
+            unsub,
+            "<https://t.acme.example/u/tok>, <mailto:unsub@acme.example>"
+        );
+        assert_eq!(
+            m.header_raw("List-Unsubscribe-Post").map(str::trim),
+            Some("List-Unsubscribe=One-Click")
+        );
+        let ct = m.content_type().unwrap();
+        assert_eq!(
+            (ct.ctype(), ct.subtype()),
+            ("multipart", Some("alternative"))
+        );
+        // Text first, HTML last: clients show the last part they understand.
+        assert_eq!(m.text_body.first().copied(), Some(1));
+        assert_eq!(m.html_body.first().copied(), Some(2));
+        assert_eq!(m.body_text(0).as_deref(), Some("Hello"));
+        assert_eq!(m.body_html(0).as_deref(), Some("<p>Hello</p>"));
+    }
+
+    #[test]
+    fn golden_single_part_messages_and_no_unsubscribe_headers() {
+        let mut p = parts();
+        p.text = None;
+        p.list_unsubscribe = None;
+        p.reply_to = None;
+        let raw = build(&p).unwrap();
+        let m = parse(&raw);
+        let ct = m.content_type().unwrap();
+        assert_eq!((ct.ctype(), ct.subtype()), ("text", Some("html")));
+        // A single-part body ends with the message's final CRLF.
+        assert_eq!(
+            m.body_html(0).as_deref().map(str::trim_end),
+            Some("<p>Hello</p>")
+        );
+        assert!(m.header_raw("List-Unsubscribe").is_none());
+        assert!(m.header_raw("List-Unsubscribe-Post").is_none());
+        assert!(m.reply_to().is_none());
+
+        let mut p = parts();
+        p.html = None;
+        let raw = build(&p).unwrap();
+        let m = parse(&raw);
+        let ct = m.content_type().unwrap();
+        assert_eq!((ct.ctype(), ct.subtype()), ("text", Some("plain")));
+        assert_eq!(m.body_text(0).as_deref().map(str::trim_end), Some("Hello"));
+    }
+
+    #[test]
+    fn golden_long_and_hostile_values_survive_encoding() {
+        let mut p = parts();
+        p.subject = format!(
+            "{} — ¡oferta! \r\nBcc: victim@example.com",
+            "Grüße ".repeat(20)
+        );
+        p.from = Mailbox::new(Some("Acme, \"The\" Team"), "news@acme.example");
+        let long_html = format!("<p>{}</p>", "ñ".repeat(5000));
+        p.html = Some(long_html.clone());
+        let raw = build(&p).unwrap();
+        // Every line stays within RFC 5322's 998 characters.
+        for line in raw.split(|b| *b == b'\n') {
+            assert!(line.len() <= 1000, "a line of {} bytes", line.len());
+        }
+        let m = parse(&raw);
+        assert!(m.header_raw("Bcc").is_none(), "no header injection");
+        let subject = m.subject().unwrap();
+        assert!(subject.starts_with("Grüße Grüße"), "{subject}");
+        assert!(
+            subject.contains("Bcc: victim@example.com"),
+            "kept as text: {subject}"
+        );
+        assert_eq!(
+            addr(m.from()),
+            (
+                Some("Acme, \"The\" Team".into()),
+                "news@acme.example".into()
+            )
+        );
+        assert_eq!(m.body_html(0).as_deref(), Some(long_html.as_str()));
+    }
 }

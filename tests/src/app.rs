@@ -39,6 +39,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         addr: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
         public_url: None,
+        link_keys: None,
         admin_token: Some(ADMIN_TOKEN.into()),
         key_rate: 0,
         demo: true,

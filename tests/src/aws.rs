@@ -38,6 +38,29 @@ pub fn dynamo_client() -> Client {
 }
 
 /// An SQS client for the emulator at [`endpoint`] (same credentials and region).
+fn credentials() -> aws_sdk_s3::config::Credentials {
+    aws_sdk_s3::config::Credentials::new("test", "test", None, None, "mailpilot-tests")
+}
+
+/// The emulator's static test credentials as a provider (signs upload forms).
+pub fn credentials_provider() -> aws_sdk_s3::config::SharedCredentialsProvider {
+    aws_sdk_s3::config::SharedCredentialsProvider::new(credentials())
+}
+
+/// An S3 client for the emulator (path-style addressing). Panics when the endpoint is
+/// not set.
+pub fn s3_client() -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(credentials())
+        .endpoint_url(endpoint())
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// An SQS client for the emulator. Panics when the endpoint is not set.
 pub fn sqs_client() -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
@@ -49,7 +72,21 @@ pub fn sqs_client() -> aws_sdk_sqs::Client {
             None,
             "mailpilot-tests",
         ))
+        .credentials_provider(credentials())
         .endpoint_url(endpoint())
         .build();
     aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A fresh bucket with a unique name.
+pub async fn bucket(client: &aws_sdk_s3::Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let name: String = name.chars().take(63).collect();
+    client
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .expect("create bucket");
+    name
 }

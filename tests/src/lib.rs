@@ -3,3 +3,4 @@ pub mod aws;
 pub mod conformance;
 pub mod delivery;
 pub mod faults;
+pub mod imports;

@@ -73,6 +73,7 @@ async fn sigkill_between_send_and_record_never_sends_twice() {
         addr: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
         public_url: None,
+        link_keys: None,
         admin_token: None,
         key_rate: 0,
         demo: false,

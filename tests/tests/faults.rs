@@ -40,6 +40,8 @@ async fn harness(fault: Fault) -> Harness {
         jobs: JobDriver::OnPoll,
         cache_keys: false,
         providers: mailpilot_shared::usecases::providers::Providers::new(Sealer::new("k"), None),
+        link_keys: Arc::new(mailpilot_shared::model::links::LinkKeys::generate()),
+        public_url: None,
     };
     let router = http::router(AppState::new(
         faulty.clone(),
@@ -202,6 +204,7 @@ async fn an_interrupted_delete_job_resumes_after_a_restart_and_finishes() {
         addr: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
         public_url: None,
+        link_keys: None,
         admin_token: None,
         key_rate: 0,
         demo: false,

@@ -159,6 +159,12 @@ fn the_api_function_may_touch_only_its_table_secret_and_ses_list() {
                     json!({ "Fn::Sub": format!("${{{table_id}.Arn}}/index/*") }),
                 ]
             );
+        } else if s["Sid"] == "ImportUploads" {
+            assert_eq!(actions, vec!["s3:GetObject", "s3:PutObject"]);
+            assert_eq!(resources, vec![uploads_objects()]);
+        } else if s["Sid"] == "ImportQueue" {
+            assert_eq!(actions, vec!["sqs:SendMessage"]);
+            assert_eq!(resources, vec![json!({ "Fn::GetAtt": "ImportQueue.Arn" })]);
         } else if actions.iter().any(|a| a.starts_with("sqs:")) {
             // POST /v1/send enqueues on the high-priority queue, nothing else.
             assert_eq!(actions, vec!["sqs:SendMessage"]);
@@ -189,6 +195,87 @@ fn the_api_function_may_touch_only_its_table_secret_and_ses_list() {
     .map(|a| format!("dynamodb:{a}"))
     .collect();
     assert_eq!(dynamo, want);
+}
+
+fn uploads_objects() -> Json {
+    json!({ "Fn::Sub": "arn:${AWS::Partition}:s3:::mailpilot-${Stage}-uploads-${AWS::AccountId}/imports/*" })
+}
+
+#[test]
+fn the_uploads_bucket_is_private_encrypted_expiring_and_notifies_the_import_function() {
+    let t = template();
+    let b = &t["Resources"]["UploadsBucket"]["Properties"];
+    assert_eq!(
+        b["BucketName"],
+        json!({ "Fn::Sub": "mailpilot-${Stage}-uploads-${AWS::AccountId}" })
+    );
+    let block = &b["PublicAccessBlockConfiguration"];
+    for k in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[k], true, "{k}");
+    }
+    assert_eq!(
+        b["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+            ["SSEAlgorithm"],
+        "AES256"
+    );
+    let rule = &b["LifecycleConfiguration"]["Rules"][0];
+    assert_eq!(rule["Status"], "Enabled");
+    assert_eq!(rule["ExpirationInDays"], 7);
+
+    let f = &t["Resources"]["ImportFunction"]["Properties"];
+    assert_eq!(f["CodeUri"], "target/lambda/import/");
+    assert_eq!(f["Timeout"], 900);
+    assert_eq!(
+        f["RecursiveLoop"], "Allow",
+        "the continuation loop is deliberate"
+    );
+    let upload = &f["Events"]["Upload"];
+    assert_eq!(upload["Type"], "S3");
+    assert_eq!(
+        upload["Properties"]["Bucket"],
+        json!({ "Ref": "UploadsBucket" })
+    );
+    assert_eq!(
+        upload["Properties"]["Filter"]["S3Key"]["Rules"][0]["Value"],
+        "imports/"
+    );
+    let queue = &f["Events"]["Queue"];
+    assert_eq!(
+        queue["Properties"]["Queue"],
+        json!({ "Fn::GetAtt": "ImportQueue.Arn" })
+    );
+    assert_eq!(
+        queue["Properties"]["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    let q = &t["Resources"]["ImportQueue"]["Properties"];
+    assert!(q["VisibilityTimeout"].as_i64().unwrap() > 900);
+    assert_eq!(
+        q["RedrivePolicy"]["deadLetterTargetArn"],
+        json!({ "Fn::GetAtt": "ImportDeadLetterQueue.Arn" })
+    );
+    // Least privilege: its table's items, its bucket's import objects, its queues.
+    let statements: Vec<&Json> = f["Policies"][0]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    let sids: Vec<&str> = statements
+        .iter()
+        .filter_map(|s| s["Sid"].as_str())
+        .collect();
+    assert_eq!(sids, vec!["TableItems", "ImportUploads", "ImportQueue"]);
+    assert_eq!(statements[1]["Resource"], uploads_objects());
+    assert_eq!(
+        statements[1]["Action"],
+        json!(["s3:GetObject", "s3:DeleteObject"])
+    );
+    assert_eq!(statements[2]["Action"], json!(["sqs:SendMessage"]));
 }
 
 #[test]

@@ -21,6 +21,9 @@ struct Fixtures {
     job_id: String,
     campaign_id: String,
     message_id: String,
+    template_id: String,
+    component_id: String,
+    import_id: String,
     provider_id: String,
     sender_id: String,
     outbox_message: String,
@@ -83,6 +86,43 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         .await;
     assert_eq!(m.status, StatusCode::ACCEPTED, "{}", m.body);
     let message_id = m.body["id"].as_str().unwrap().to_string();
+    let c = app
+        .post(
+            "/v1/components",
+            json!({"name": "a-card", "body": "<b>{{title}}</b>",
+                   "parameters": [{"name": "title", "type": "string", "default": "A"}]}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let component_id = c.body["id"].as_str().unwrap().to_string();
+    let t = app
+        .post(
+            "/v1/templates",
+            json!({"name": "A's template", "subject": "For A", "html": "<p>{{> a-card}}</p>"}),
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::CREATED, "{}", t.body);
+    let template_id = t.body["id"].as_str().unwrap().to_string();
+    // A finished import (with one report line), so the import routes have an id to try.
+    let i = app.post("/v1/imports", json!({})).await;
+    assert_eq!(i.status, StatusCode::CREATED, "{}", i.body);
+    let import_id = i.body["id"].as_str().unwrap().to_string();
+    let put = app
+        .client
+        .put(format!("{}/v1/imports/{import_id}/file", app.url))
+        .bearer_auth(&app.api_key)
+        .body("email\nimported@a.example\nnot-an-email\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    for _ in 0..500 {
+        let a = app.get(&format!("/v1/imports/{import_id}")).await;
+        if a.body["status"] == "completed_with_errors" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let pc = app
         .post(
             "/v1/providers",
@@ -111,7 +151,6 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
     .unwrap();
     Fixtures {
         campaign_id,
-        message_id,
         provider_id,
         sender_id,
         outbox_message,
@@ -122,6 +161,10 @@ async fn workspace_a(app: &TestApp) -> Fixtures {
         suppressed: "gone@a.example".into(),
         key_id,
         job_id,
+        message_id,
+        template_id,
+        component_id,
+        import_id,
     }
 }
 
@@ -141,6 +184,22 @@ fn substitute(template: &str, f: &Fixtures) -> String {
         "/v1/suppressions/{email}" => HashMap::from([("email", f.suppressed.as_str())]),
         t if t.starts_with("/v1/campaigns/{id}") => HashMap::from([("id", f.campaign_id.as_str())]),
         "/v1/messages/{id}" => HashMap::from([("id", f.message_id.as_str())]),
+        "/v1/templates/{id}"
+        | "/v1/templates/{id}/versions"
+        | "/v1/templates/{id}/diff"
+        | "/v1/templates/{id}/publish"
+        | "/v1/templates/{id}/preview" => HashMap::from([("id", f.template_id.as_str())]),
+        "/v1/templates/{id}/versions/{version}" => {
+            HashMap::from([("id", f.template_id.as_str()), ("version", "1")])
+        }
+        "/v1/components/{id}" | "/v1/components/{id}/preview" => {
+            HashMap::from([("id", f.component_id.as_str())])
+        }
+        "/v1/imports/{id}"
+        | "/v1/imports/{id}/file"
+        | "/v1/imports/{id}/preview"
+        | "/v1/imports/{id}/commit"
+        | "/v1/imports/{id}/errors" => HashMap::from([("id", f.import_id.as_str())]),
         "/v1/providers/{id}" | "/v1/providers/{id}/verify" => {
             HashMap::from([("id", f.provider_id.as_str())])
         }
@@ -179,11 +238,16 @@ fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
         ("POST", "/v1/api-keys") => json!({"name": "b", "scope": "full"}),
         ("POST", "/v1/workspaces") => json!({"name": "x"}),
         // A's sender: B may not send through it.
-        // A's own sender (every workspace has a local sender of the same fixed id, so
-        // that one would be B's).
+        // A's own SMTP sender (every workspace's local outbox sender shares one id, so
+        // that one would be B's own): B may not send through it.
         ("POST", "/v1/send") => {
             json!({"sender_id": f.sender_id, "to": "bob@b.example", "subject": "s", "text": "t"})
         }
+        ("POST", "/v1/templates") => json!({"name": "B's", "subject": "s", "html": "<p>b</p>"}),
+        ("PATCH", "/v1/templates/{id}") => json!({"subject": "taken by B"}),
+        ("POST", "/v1/templates/{id}/publish") => json!({"version": 1}),
+        ("POST", "/v1/components") => json!({"name": "b-card", "body": "<b>b</b>"}),
+        ("PATCH", "/v1/components/{id}") => json!({"body": "<b>taken by B</b>"}),
         ("POST", "/v1/providers") => json!({"name": "B's outbox", "settings": {"kind": "outbox"}}),
         ("PATCH", "/v1/providers/{id}") => json!({"name": "taken by B"}),
         // B's own default outbox connection (the runner gives every workspace one).
@@ -227,6 +291,9 @@ fn leaks(body: &Value, f: &Fixtures, ws_a: &str, given: &str) -> Option<String> 
         &f.job_id,
         &f.external_id,
         &f.campaign_id,
+        &f.template_id,
+        &f.component_id,
+        &f.import_id,
         &f.provider_id,
         &f.sender_id,
         &f.outbox_message,
@@ -348,6 +415,11 @@ async fn every_route_with_another_workspaces_key_finds_nothing_of_workspace_a() 
     assert_eq!(cmp.body["name"], "A's campaign");
     assert_eq!(cmp.body["state"], "draft");
     assert_eq!(app.get("/v1/workspace").await.body["name"], "Demo");
+    let t = app.get(&format!("/v1/templates/{}", f.template_id)).await;
+    assert_eq!(t.body["latest_version"], 1);
+    assert_eq!(t.body["latest"]["subject"], "For A");
+    let c = app.get(&format!("/v1/components/{}", f.component_id)).await;
+    assert_eq!(c.body["body"], "<b>{{title}}</b>");
 }
 
 #[tokio::test]

@@ -195,6 +195,7 @@ async fn transactional(n: usize, backlog: usize, concurrency: usize) -> Result<(
         addr: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
         public_url: None,
+        link_keys: None,
         admin_token: None,
         key_rate: 0,
         demo: true,

@@ -3,25 +3,53 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use mailpilot_shared::adapters::aws::queue::SqsQueue;
+use mailpilot_shared::adapters::aws::blobs::S3Blobs;
+use mailpilot_shared::adapters::aws::queue::{SqsQueue, SqsStarter};
 use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
+use mailpilot_shared::model::links::{LinkKeys, LinkKeysError};
 use mailpilot_shared::ports::clock::SystemClock;
 use mailpilot_shared::ports::queue::Queue;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
+use mailpilot_shared::usecases::imports::{ImportEnv, ImportSettings};
 use mailpilot_shared::usecases::messages::DEFAULT_RETENTION_DAYS;
 use mailpilot_shared::usecases::providers::Providers;
 use mailpilot_shared::usecases::send::StoreDirectory;
 
 /// The router over a store and the secrets (what `main` serves, and tests call).
-pub fn app(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> axum::Router {
-    http::router(state(store, secrets, key_rate))
+pub fn app(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> Result<axum::Router> {
+    app_with_imports(store, secrets, key_rate, None)
+}
+
+/// The router with the import routes wired to S3 and the import queue.
+pub fn app_with_imports(
+    store: Arc<dyn Store>,
+    secrets: &SecretsDoc,
+    key_rate: u32,
+    imports: Option<Arc<ImportEnv>>,
+) -> Result<axum::Router> {
+    Ok(http::router(state(store, secrets, key_rate, imports)?))
 }
 
 /// The API's state (the router's), before `POST /v1/send` is wired to a queue.
-pub fn state(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> AppState {
+pub fn state(
+    store: Arc<dyn Store>,
+    secrets: &SecretsDoc,
+    key_rate: u32,
+    imports: Option<Arc<ImportEnv>>,
+) -> Result<AppState> {
+    let link_keys = match secrets.link_keys() {
+        Ok(k) => k,
+        // A deployment whose secret has no link_keys yet still serves the API; previews
+        // sign with throwaway keys (their links lead nowhere) until link_keys is added.
+        Err(LinkKeysError::Missing) => {
+            tracing::warn!("the secret has no link_keys: previews use throwaway keys");
+            LinkKeys::generate()
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("the secret's link_keys")),
+    };
     let config = Config {
         admin_token: secrets.admin_token.clone(),
         sealer: Sealer::new(&secrets.encryption_key),
@@ -30,9 +58,14 @@ pub fn state(store: Arc<dyn Store>, secrets: &SecretsDoc, key_rate: u32) -> AppS
         cache_keys: false,
         // No outbox in AWS: mail leaves through SES, Resend or SMTP connections.
         providers: Providers::new(Sealer::new(&secrets.encryption_key), None),
+        link_keys: Arc::new(link_keys),
+        // Unset: links use https on the request's host (the API's own domain).
+        public_url: std::env::var("MAILPILOT_PUBLIC_URL")
+            .ok()
+            .filter(|u| !u.is_empty()),
     };
     let limiter = RateLimiter::store(key_rate, store.clone());
-    AppState::new(store, config, limiter)
+    Ok(AppState::with_imports(store, config, limiter, imports))
 }
 
 /// Enables `POST /v1/send`: transactional messages go to the high-priority queue.
@@ -51,7 +84,8 @@ pub fn enable_sending(state: &AppState, priority: Arc<dyn Queue>, retention_days
 
 /// Builds the app from the function's environment: `MAILPILOT_TABLE`,
 /// `MAILPILOT_SECRETS_ARN`, `MAILPILOT_PRIORITY_QUEUE_URL`, `MAILPILOT_KEY_RATE` (default
-/// 100), `MAILPILOT_RETENTION_DAYS` (default 400).
+/// 100), `MAILPILOT_RETENTION_DAYS` (default 400), and for imports
+/// `MAILPILOT_UPLOADS_BUCKET` and `MAILPILOT_IMPORT_QUEUE_URL`.
 pub async fn app_from_env() -> Result<axum::Router> {
     let table = std::env::var("MAILPILOT_TABLE").context("MAILPILOT_TABLE is not set")?;
     let secret_id =
@@ -69,7 +103,23 @@ pub async fn app_from_env() -> Result<axum::Router> {
     .context("loading the secrets")?;
     let store: Arc<dyn Store> =
         Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
-    let state = state(store, &secrets, key_rate);
+    let bucket = std::env::var("MAILPILOT_UPLOADS_BUCKET").ok();
+    let queue = std::env::var("MAILPILOT_IMPORT_QUEUE_URL").ok();
+    let imports = match (bucket, queue, sdk.credentials_provider()) {
+        (Some(bucket), Some(queue), Some(credentials)) => Some(Arc::new(ImportEnv {
+            store: store.clone(),
+            blobs: Arc::new(S3Blobs::new(
+                aws_sdk_s3::Client::new(&sdk),
+                bucket,
+                credentials,
+                None,
+            )),
+            starter: Arc::new(SqsStarter::new(aws_sdk_sqs::Client::new(&sdk), queue)),
+            settings: ImportSettings::from_env(),
+        })),
+        _ => None,
+    };
+    let state = state(store, &secrets, key_rate, imports)?;
     let queue_url = std::env::var("MAILPILOT_PRIORITY_QUEUE_URL")
         .context("MAILPILOT_PRIORITY_QUEUE_URL is not set")?;
     let retention_days = std::env::var("MAILPILOT_RETENTION_DAYS")

@@ -22,7 +22,7 @@ async fn app() -> axum::Router {
     let store: Arc<dyn Store> = Arc::new(DynamoStore::new(client, table));
     let mut secrets = SecretsDoc::generate();
     secrets.admin_token = Some("sample-admin-token".into());
-    api::app(store, &secrets, 100)
+    api::app(store, &secrets, 100).expect("app")
 }
 
 fn uuid_like() -> String {

@@ -6,6 +6,7 @@ pub mod campaigns;
 pub mod delivery;
 pub mod extract;
 pub mod idempotency;
+pub mod imports;
 pub mod messages;
 pub mod openapi;
 pub mod problem;
@@ -16,13 +17,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
+use crate::model::links::LinkKeys;
 use crate::ports::clock::Clock;
 use crate::ports::queue::Queue;
 use crate::ports::store::Store;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Sealer;
+use crate::usecases::imports::ImportEnv;
 use crate::usecases::jobs;
 use crate::usecases::send::Directory;
 
@@ -49,6 +52,12 @@ pub struct Config {
     pub cache_keys: bool,
     /// Builds providers for connections (and knows the local outbox folder, if any).
     pub providers: crate::usecases::providers::Providers,
+    /// The link-signing keys (`MAILPILOT_LINK_KEYS`, or the secrets document's).
+    pub link_keys: Arc<LinkKeys>,
+    /// The platform's public base URL for links (`MAILPILOT_PUBLIC_URL`, else the
+    /// runner's address). `None` (Lambda without the variable): the request's host,
+    /// over https. A workspace's own `public_url` wins over both.
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -56,6 +65,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub store: Arc<dyn Store>,
+    /// The import use cases' ports (blobs, starter); `None` leaves imports out.
+    pub imports: Option<Arc<ImportEnv>>,
     pub config: Config,
     pub limiter: RateLimiter,
     pub(crate) keys: auth::KeyCache,
@@ -83,8 +94,18 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config, limiter: RateLimiter) -> Self {
+        Self::with_imports(store, config, limiter, None)
+    }
+
+    pub fn with_imports(
+        store: Arc<dyn Store>,
+        config: Config,
+        limiter: RateLimiter,
+        imports: Option<Arc<ImportEnv>>,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
+            imports,
             config,
             limiter,
             keys: auth::KeyCache::default(),
@@ -229,6 +250,44 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", get(messages::list_messages))
         .route("/v1/messages/{id}", get(messages::get_message))
         .merge(delivery_routes())
+        .route("/v1/templates", get(list_templates).post(create_template))
+        .route(
+            "/v1/templates/{id}",
+            get(get_template)
+                .patch(update_template)
+                .delete(delete_template),
+        )
+        .route("/v1/templates/{id}/versions", get(list_template_versions))
+        .route(
+            "/v1/templates/{id}/versions/{version}",
+            get(get_template_version),
+        )
+        .route("/v1/templates/{id}/diff", get(diff_template))
+        .route("/v1/templates/{id}/publish", post(publish_template))
+        .route("/v1/templates/{id}/preview", post(preview_template))
+        .route(
+            "/v1/components",
+            get(list_components).post(create_component),
+        )
+        .route(
+            "/v1/components/{id}",
+            get(get_component)
+                .patch(patch_component)
+                .delete(delete_component),
+        )
+        .route("/v1/components/{id}/preview", post(preview_component))
+        .route(
+            "/v1/imports",
+            get(imports::list_imports).post(imports::create_import),
+        )
+        .route(
+            "/v1/imports/{id}",
+            get(imports::get_import).delete(imports::revert_import),
+        )
+        .route("/v1/imports/{id}/file", put(imports::upload_file))
+        .route("/v1/imports/{id}/preview", post(imports::preview_import))
+        .route("/v1/imports/{id}/commit", post(imports::commit_import))
+        .route("/v1/imports/{id}/errors", get(imports::import_errors))
         .layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(from_fn_with_state(state.clone(), auth::api_key));
     let admin = Router::new()

@@ -15,7 +15,7 @@ use super::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Mailpilot API", version = "1", description = "Email automation: contacts, lists, suppression and (soon) sending."),
+    info(title = "Mailpilot API", version = "1", description = "Email automation: contacts, lists, suppression, templates and (soon) sending."),
     paths(
         routes::health, serve,
         routes::create_workspace, routes::get_workspace, routes::patch_workspace, routes::delete_workspace_data,
@@ -32,6 +32,14 @@ use super::routes;
         super::campaigns::cancel_campaign, super::campaigns::retry_failed_campaign,
         super::campaigns::list_campaign_messages, super::campaigns::preflight_campaign,
         super::messages::send, super::messages::get_message, super::messages::list_messages,
+        routes::create_template, routes::list_templates, routes::get_template, routes::update_template, routes::delete_template,
+        routes::list_template_versions, routes::get_template_version, routes::diff_template, routes::publish_template,
+        routes::preview_template,
+        routes::create_component, routes::list_components, routes::get_component, routes::patch_component,
+        routes::delete_component, routes::preview_component,
+        super::imports::create_import, super::imports::list_imports, super::imports::get_import,
+        super::imports::upload_file, super::imports::preview_import, super::imports::commit_import,
+        super::imports::import_errors, super::imports::revert_import,
     ),
     components(schemas(super::problem::Problem)),
     modifiers(&Conventions)

@@ -28,6 +28,12 @@ pub struct Problem {
 pub struct ProblemField {
     pub field: String,
     pub reason: String,
+    /// Where in the field's text (template syntax errors): 1-based line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// 1-based column (in characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
 }
 
 impl From<FieldError> for ProblemField {
@@ -35,6 +41,8 @@ impl From<FieldError> for ProblemField {
         Self {
             field: e.field,
             reason: e.reason,
+            line: e.line,
+            column: e.column,
         }
     }
 }

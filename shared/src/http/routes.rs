@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{ApiJson, ListQuery, Pagination, PathParam};
+use super::extract::{ApiJson, ListQuery, Pagination, PathPair, PathParam};
 use crate::error::{AppError, AppResult};
 use crate::model::{ContactStatus, SuppressionReason};
+use crate::usecases::components::{
+    self, Component, ComponentPatch, ComponentPreview, ComponentPreviewRequest, CreateComponent,
+};
 use crate::usecases::contacts::{
     Contact, ContactCreate, ContactFilter, ContactInput, ContactUpsert,
 };
@@ -21,6 +24,10 @@ use crate::usecases::lists::{
     self, CreateList, List, ListPatch, Member, MembersChange, MembersChanged,
 };
 use crate::usecases::suppressions::{self, AddSuppression, Suppression};
+use crate::usecases::templates::{
+    self, CreateTemplate, Preview, PreviewRequest, PublishRequest, Template, TemplateDetail,
+    TemplateDiff, TemplatePatch, TemplateVersion, VersionSummary,
+};
 use crate::usecases::workspaces::{
     self, ApiKey, CreateApiKey, CreateWorkspace, CreatedApiKey, CreatedWorkspace, Principal,
     Workspace, WorkspacePatch,
@@ -51,6 +58,9 @@ page_schema!(MemberPage, Member);
 page_schema!(SuppressionPage, Suppression);
 page_schema!(ApiKeyPage, ApiKey);
 page_schema!(JobPage, Job);
+page_schema!(TemplatePage, Template);
+page_schema!(VersionPage, VersionSummary);
+page_schema!(ComponentPage, Component);
 
 pub(crate) fn created<T: Serialize>(location: String, body: T) -> Response {
     let mut res = (StatusCode::CREATED, Json(body)).into_response();
@@ -544,6 +554,252 @@ pub async fn remove_suppression(
 ) -> AppResult<StatusCode> {
     suppressions::remove(s.store(), ws(&p), &email).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- templates ----------------------------------------------------------------------
+
+/// The base URL links use when the workspace has none of its own: the configured one,
+/// else (Lambda without `MAILPILOT_PUBLIC_URL`) https on the request's host.
+fn platform_url(s: &AppState, headers: &axum::http::HeaderMap) -> String {
+    if let Some(u) = &s.config.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    format!("https://{host}")
+}
+
+/// Create a template; its first version is published unless `publish` is false.
+#[utoipa::path(post, path = "/v1/templates", tag = "templates", request_body = CreateTemplate,
+    responses((status = 201, body = TemplateDetail)))]
+pub async fn create_template(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiJson(input): ApiJson<CreateTemplate>,
+) -> AppResult<Response> {
+    let t = templates::create(s.store(), ws(&p), input).await?;
+    Ok(created(format!("/v1/templates/{}", t.template.id), t))
+}
+
+/// The workspace's templates.
+#[utoipa::path(get, path = "/v1/templates", tag = "templates", params(Pagination), responses((status = 200, body = TemplatePage)))]
+pub async fn list_templates(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    q: ListQuery,
+) -> AppResult<Json<TemplatePage>> {
+    Ok(Json(
+        templates::list(s.store(), ws(&p), q.limit, q.cursor)
+            .await?
+            .into(),
+    ))
+}
+
+/// One template with its newest version.
+#[utoipa::path(get, path = "/v1/templates/{id}", tag = "templates", params(("id" = String, Path)),
+    responses((status = 200, body = TemplateDetail)))]
+pub async fn get_template(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(id): PathParam,
+) -> AppResult<Json<TemplateDetail>> {
+    Ok(Json(templates::get_detail(s.store(), ws(&p), &id).await?))
+}
+
+/// Save a new version (any content field) and/or rename; `publish: true` publishes it.
+#[utoipa::path(patch, path = "/v1/templates/{id}", tag = "templates", params(("id" = String, Path)),
+    request_body = TemplatePatch, responses((status = 200, body = TemplateDetail)))]
+pub async fn update_template(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(id): PathParam,
+    ApiJson(patch): ApiJson<TemplatePatch>,
+) -> AppResult<Json<TemplateDetail>> {
+    Ok(Json(
+        templates::update(s.store(), ws(&p), &id, patch).await?,
+    ))
+}
+
+/// Delete a template and all its versions.
+#[utoipa::path(delete, path = "/v1/templates/{id}", tag = "templates", params(("id" = String, Path)),
+    responses((status = 204)))]
+pub async fn delete_template(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(id): PathParam,
+) -> AppResult<StatusCode> {
+    templates::delete(s.store(), ws(&p), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A template's versions, oldest first.
+#[utoipa::path(get, path = "/v1/templates/{id}/versions", tag = "templates", params(("id" = String, Path), Pagination),
+    responses((status = 200, body = VersionPage)))]
+pub async fn list_template_versions(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(id): PathParam,
+    q: ListQuery,
+) -> AppResult<Json<VersionPage>> {
+    Ok(Json(
+        templates::list_versions(s.store(), ws(&p), &id, q.limit, q.cursor)
+            .await?
+            .into(),
+    ))
+}
+
+/// One version, with the components it used and its links and warnings.
+#[utoipa::path(get, path = "/v1/templates/{id}/versions/{version}", tag = "templates",
+    params(("id" = String, Path), ("version" = u32, Path, minimum = 1)),
+    responses((status = 200, body = TemplateVersion)))]
+pub async fn get_template_version(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathPair(id, version): PathPair,
+) -> AppResult<Json<TemplateVersion>> {
+    let v = templates::parse_version(&version).ok_or(AppError::NotFound)?;
+    Ok(Json(
+        templates::get_version(s.store(), ws(&p), &id, v).await?,
+    ))
+}
+
+/// Diff two versions (default: the published one, or the previous one, against the newest).
+#[utoipa::path(get, path = "/v1/templates/{id}/diff", tag = "templates",
+    params(("id" = String, Path),
+        ("from" = Option<u32>, Query, minimum = 1, description = "Default: the published version (or the one before `to`)"),
+        ("to" = Option<u32>, Query, minimum = 1, description = "Default: the newest version")),
+    responses((status = 200, body = TemplateDiff)))]
+pub async fn diff_template(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(id): PathParam,
+    q: ListQuery,
+) -> AppResult<Json<TemplateDiff>> {
+    let bound = |name: &str| -> AppResult<Option<u32>> {
+        match q.params.get(name) {
+            None => Ok(None),
+            Some(v) => templates::parse_version(v)
+                .map(Some)
+                .ok_or_else(|| AppError::bad_request(name, "must be a version number (1 or more)")),
+        }
+    };
+    let (from, to) = (bound("from")?, bound("to")?);
+    Ok(Json(
+        templates::diff(s.store(), ws(&p), &id, from, to).await?,
+    ))
+}
+
+/// Publish a version: sends without a pinned version use it from now on.
+#[utoipa::path(post, path = "/v1/templates/{id}/publish", tag = "templates", params(("id" = String, Path)),
+    request_body = PublishRequest, responses((status = 200, body = Template)))]
+pub async fn publish_template(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(id): PathParam,
+    ApiJson(req): ApiJson<PublishRequest>,
+) -> AppResult<Json<Template>> {
+    Ok(Json(templates::publish(s.store(), ws(&p), &id, req).await?))
+}
+
+/// Render a version for a contact or sample data: subject, HTML, text, missing
+/// variables and warnings.
+#[utoipa::path(post, path = "/v1/templates/{id}/preview", tag = "templates", params(("id" = String, Path)),
+    request_body = PreviewRequest, responses((status = 200, body = Preview)))]
+pub async fn preview_template(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: axum::http::HeaderMap,
+    PathParam(id): PathParam,
+    ApiJson(req): ApiJson<PreviewRequest>,
+) -> AppResult<Json<Preview>> {
+    let base = platform_url(&s, &headers);
+    Ok(Json(
+        templates::preview(s.store(), ws(&p), &id, req, &s.config.link_keys, &base).await?,
+    ))
+}
+
+// ---- components -------------------------------------------------------------------------
+
+/// Create a component (its name is unique in the workspace).
+#[utoipa::path(post, path = "/v1/components", tag = "components", request_body = CreateComponent,
+    responses((status = 201, body = Component)))]
+pub async fn create_component(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiJson(input): ApiJson<CreateComponent>,
+) -> AppResult<Response> {
+    let c = components::create(s.store(), ws(&p), input).await?;
+    Ok(created(format!("/v1/components/{}", c.id), c))
+}
+
+/// The workspace's components.
+#[utoipa::path(get, path = "/v1/components", tag = "components", params(Pagination), responses((status = 200, body = ComponentPage)))]
+pub async fn list_components(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    q: ListQuery,
+) -> AppResult<Json<ComponentPage>> {
+    Ok(Json(
+        components::list(s.store(), ws(&p), q.limit, q.cursor)
+            .await?
+            .into(),
+    ))
+}
+
+/// One component.
+#[utoipa::path(get, path = "/v1/components/{id}", tag = "components", params(("id" = String, Path)),
+    responses((status = 200, body = Component)))]
+pub async fn get_component(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(id): PathParam,
+) -> AppResult<Json<Component>> {
+    Ok(Json(components::get(s.store(), ws(&p), &id).await?))
+}
+
+/// Change a component; template versions saved before keep their snapshot.
+#[utoipa::path(patch, path = "/v1/components/{id}", tag = "components", params(("id" = String, Path)),
+    request_body = ComponentPatch, responses((status = 200, body = Component)))]
+pub async fn patch_component(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(id): PathParam,
+    ApiJson(patch): ApiJson<ComponentPatch>,
+) -> AppResult<Json<Component>> {
+    Ok(Json(
+        components::patch(s.store(), ws(&p), &id, patch).await?,
+    ))
+}
+
+/// Delete a component (saved template versions keep their snapshot of it).
+#[utoipa::path(delete, path = "/v1/components/{id}", tag = "components", params(("id" = String, Path)),
+    responses((status = 204)))]
+pub async fn delete_component(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(id): PathParam,
+) -> AppResult<StatusCode> {
+    components::delete(s.store(), ws(&p), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Render a component with sample parameters (a missing required one is a 422).
+#[utoipa::path(post, path = "/v1/components/{id}/preview", tag = "components", params(("id" = String, Path)),
+    request_body = ComponentPreviewRequest, responses((status = 200, body = ComponentPreview)))]
+pub async fn preview_component(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: axum::http::HeaderMap,
+    PathParam(id): PathParam,
+    ApiJson(req): ApiJson<ComponentPreviewRequest>,
+) -> AppResult<Json<ComponentPreview>> {
+    let base = platform_url(&s, &headers);
+    Ok(Json(
+        components::preview(s.store(), ws(&p), &id, req, &s.config.link_keys, &base).await?,
+    ))
 }
 
 #[cfg(test)]

@@ -16,10 +16,13 @@ impl Id {
     pub const API_KEY: &'static str = "key";
     pub const JOB: &'static str = "job";
     pub const MESSAGE: &'static str = "msg";
-    pub const CAMPAIGN: &'static str = "cmp";
+    pub const CAMPAIGN: &'static str = "cpg";
     pub const RUN: &'static str = "run";
     pub const PROVIDER: &'static str = "pc";
     pub const SENDER: &'static str = "sp";
+    pub const TEMPLATE: &'static str = "tpl";
+    pub const COMPONENT: &'static str = "cmp";
+    pub const IMPORT: &'static str = "imp";
 
     /// A new random id of the given kind, e.g. `ct_5x0...`.
     pub fn generate(prefix: &str) -> String {

@@ -139,6 +139,8 @@ impl Key {
 /// The link-signing keys: the first signs, all verify.
 pub struct LinkKeys {
     signing: Key,
+    /// The signing key's JWT header, base64url-encoded once.
+    header_b64: String,
     verifying_only: Vec<Key>,
     validation: Validation,
 }
@@ -210,8 +212,11 @@ impl LinkKeys {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
+        let header_b64 =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","kid":"{}"}}"#, signing.kid));
         Self {
             signing,
+            header_b64,
             verifying_only,
             validation,
         }
@@ -244,11 +249,64 @@ impl LinkKeys {
     /// (so that every token signed here verifies).
     pub fn sign(&self, token: &LinkToken) -> Result<String, SignError> {
         let claims = ClaimsOut::from_token(token)?;
-        let mut header = Header::new(Algorithm::HS256);
-        header.typ = None;
-        header.kid = Some(self.signing.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.signing.encoding)
-            .map_err(|_| SignError::Encode)
+        self.sign_claims(&claims)
+    }
+
+    /// Signs a click token from borrowed parts (the send path signs one per link, so it
+    /// avoids building an owned [`LinkToken`]).
+    pub fn sign_click(
+        &self,
+        workspace_id: &str,
+        message_id: &str,
+        link_index: u32,
+        url: &str,
+    ) -> Result<String, SignError> {
+        if url.len() > MAX_URL_LEN {
+            return Err(SignError::UrlTooLong);
+        }
+        if !is_http_url(url) {
+            return Err(SignError::UrlNotHttp);
+        }
+        self.sign_claims(&ClaimsOut {
+            w: workspace_id,
+            m: message_id,
+            k: "c",
+            i: Some(link_index),
+            u: Some(url),
+        })
+    }
+
+    /// Signs an open (`"o"`) or unsubscribe (`"u"`) token from borrowed parts.
+    pub fn sign_message(
+        &self,
+        workspace_id: &str,
+        message_id: &str,
+        unsubscribe: bool,
+    ) -> Result<String, SignError> {
+        self.sign_claims(&ClaimsOut {
+            w: workspace_id,
+            m: message_id,
+            k: if unsubscribe { "u" } else { "o" },
+            i: None,
+            u: None,
+        })
+    }
+
+    /// `base64url(header).base64url(claims).base64url(HMAC)`, the header encoded once
+    /// per key set: the same bytes `jsonwebtoken::encode` would produce.
+    fn sign_claims(&self, claims: &ClaimsOut<'_>) -> Result<String, SignError> {
+        let json = serde_json::to_vec(claims).map_err(|_| SignError::Encode)?;
+        let mut token =
+            String::with_capacity(self.header_b64.len() + 2 + json.len() * 4 / 3 + 4 + 43);
+        token.push_str(&self.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&json, &mut token);
+        let sig =
+            jsonwebtoken::crypto::sign(token.as_bytes(), &self.signing.encoding, Algorithm::HS256)
+                .map_err(|_| SignError::Encode)?;
+        token.push('.');
+        token.push_str(&sig);
+        Ok(token)
     }
 
     /// Verifies a token and returns what it says.

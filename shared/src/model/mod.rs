@@ -3,6 +3,7 @@
 
 pub mod campaign;
 pub mod contact;
+pub mod csvfile;
 pub mod email;
 pub mod ids;
 pub mod links;

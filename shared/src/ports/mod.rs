@@ -1,5 +1,6 @@
 //! Ports: the small capability traits the use cases talk through.
 
+pub mod blobs;
 pub mod clock;
 pub mod provider;
 pub mod queue;

@@ -417,6 +417,22 @@ pub trait Store: Send + Sync + 'static {
     /// TransactWriteItems: all actions or none (at most 100, no key twice, 4 MB).
     async fn transact(&self, actions: Vec<TxAction>) -> StoreResult<()>;
 
+    /// Several transactions in order, each all-or-nothing on its own, stopping at the
+    /// first that fails. Returns how many committed and, when one failed, its error
+    /// (the later ones were not tried). DynamoDB runs them one call each; the embedded
+    /// engine commits them in one write transaction (one fsync), so bulk work such as an
+    /// import does not pay a disk flush per small transaction.
+    async fn transact_seq(&self, groups: Vec<Vec<TxAction>>) -> (usize, Option<StoreError>) {
+        let mut done = 0;
+        for group in groups {
+            match self.transact(group).await {
+                Ok(()) => done += 1,
+                Err(e) => return (done, Some(e)),
+            }
+        }
+        (done, None)
+    }
+
     /// The writes this store has performed since it was opened.
     fn writes(&self) -> u64;
 }

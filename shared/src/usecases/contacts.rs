@@ -42,6 +42,12 @@ pub struct ContactRecord {
     pub updated_at: DateTime<Utc>,
     /// Optimistic concurrency: every change is conditional on the version it read.
     pub version: i64,
+    /// The import that last created or updated the contact, and the file line it came
+    /// from (an import finds a duplicate of an earlier chunk's row by these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_line: Option<u64>,
 }
 
 /// A contact as the API shows it.
@@ -62,6 +68,8 @@ pub struct Contact {
     pub attributes: Map<String, Json>,
     /// Derived from the suppression list: `active` unless the address is suppressed.
     pub status: ContactStatus,
+    /// The import that last created or updated this contact, if any.
+    pub import_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -162,16 +170,16 @@ pub struct ContactFilter {
     pub status: Option<ContactStatus>,
 }
 
-const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
 const MAX_ATTRIBUTE_DEPTH: usize = 16;
 
-fn contacts_pk(ws: &str) -> String {
+pub(crate) fn contacts_pk(ws: &str) -> String {
     keys::ws(ws, keys::CONTACTS)
 }
-fn email_key(ws: &str, email: &str) -> Key {
+pub(crate) fn email_key(ws: &str, email: &str) -> Key {
     Key::new(keys::ws(ws, keys::EMAILS), email)
 }
-fn external_id_key(ws: &str, ext: &str) -> Key {
+pub(crate) fn external_id_key(ws: &str, ext: &str) -> Key {
     Key::new(keys::ws(ws, keys::EXTERNAL_IDS), ext)
 }
 
@@ -290,6 +298,7 @@ fn view(rec: ContactRecord, status: ContactStatus) -> Contact {
         locale: rec.locale,
         external_id: rec.external_id,
         consent: rec.consent,
+        import_id: rec.import_id,
         status,
         created_at: rec.created_at,
         updated_at: rec.updated_at,
@@ -322,6 +331,8 @@ pub async fn create(store: &dyn Store, ws: &str, input: ContactInput) -> AppResu
         created_at: now,
         updated_at: now,
         version: 1,
+        import_id: None,
+        import_line: None,
     };
     let mut errors = vec![];
     if input.email.is_none() {
@@ -365,7 +376,7 @@ pub async fn create(store: &dyn Store, ws: &str, input: ContactInput) -> AppResu
     }
 }
 
-fn pointer_item(key: &Key, contact_id: &str) -> Item {
+pub(crate) fn pointer_item(key: &Key, contact_id: &str) -> Item {
     HashMap::from([
         ("pk".to_string(), Value::S(key.pk.clone())),
         ("sk".to_string(), Value::S(key.sk.clone())),

@@ -186,8 +186,18 @@ async fn delete_page(store: &dyn Store, ws: &str, family: &str, job_id: &str) ->
         }
         match family {
             keys::LISTS => lists::purge_members(store, ws, sk).await?,
+            keys::TEMPLATES => {
+                deleted += purge_partition(store, &keys::template_versions(ws, sk)).await?
+            }
             keys::CONTACTS => {
                 deleted += purge_partition(store, &keys::contact_lists(ws, sk)).await?
+            }
+            keys::IMPORTS => {
+                deleted += purge_partition(store, &keys::import_errors(ws, sk)).await?;
+                deleted += purge_partition(store, &keys::import_ledger(ws, sk)).await?;
+                store
+                    .delete(&Key::new(keys::IMPORTS_RUNNING, format!("{ws}#{sk}")), None)
+                    .await?;
             }
             _ => {}
         }

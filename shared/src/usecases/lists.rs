@@ -122,7 +122,7 @@ fn lists_pk(ws: &str) -> String {
     keys::ws(ws, keys::LISTS)
 }
 
-fn list_key(ws: &str, id: &str) -> Key {
+pub(crate) fn list_key(ws: &str, id: &str) -> Key {
     Key::new(lists_pk(ws), id)
 }
 

@@ -2,8 +2,10 @@
 //! "what happens when X" by opening one file here.
 
 pub mod campaigns;
+pub mod components;
 pub mod contacts;
 pub mod dispatch;
+pub mod imports;
 pub mod jobs;
 pub mod lists;
 pub mod messages;
@@ -11,7 +13,9 @@ pub mod planner;
 pub mod providers;
 pub mod send;
 pub mod senders;
+pub mod starter;
 pub mod suppressions;
+pub mod templates;
 pub mod workspaces;
 
 use serde::Serialize;

@@ -234,6 +234,12 @@ pub async fn create_workspace(
         cond: Some(Cond::ItemNotExists),
     });
     store.transact(actions).await?;
+    // Starter components and templates. The workspace exists and its key works even if
+    // this fails (the key is shown only in this answer), so a failure is logged, not
+    // returned.
+    if let Err(e) = super::templates::seed_starter_content(store, &ws.id).await {
+        tracing::error!(error = %e, workspace_id = %ws.id, "seeding the starter templates failed");
+    }
     Ok(CreatedWorkspace {
         workspace_id: ws.id,
         api_key: key.key,

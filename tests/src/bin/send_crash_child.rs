@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         addr: "127.0.0.1:0".into(),
         data_dir: data.clone(),
         public_url: None,
+        link_keys: None,
         admin_token: None,
         key_rate: 0,
         demo: true,

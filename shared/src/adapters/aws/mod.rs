@@ -1,5 +1,7 @@
-//! AWS adapters: DynamoDB, SQS, Secrets Manager.
+//! AWS adapters: DynamoDB, SQS (send lanes, the import queue), S3 (uploads), Secrets Manager.
 
+pub mod blobs;
+pub mod import_queue;
 pub mod queue;
 pub mod secrets;
 pub mod store;

@@ -103,3 +103,6 @@ impl Queue for SqsQueue {
         Ok(())
     }
 }
+
+// The import function's starter lives beside it (one SQS message per import hop).
+pub use super::import_queue::{ImportMessage, SqsStarter};

@@ -647,6 +647,79 @@ impl RedbStore {
     }
 }
 
+/// Checks a transaction against DynamoDB's limits; returns its prepared actions and
+/// how many items it writes.
+fn prepare_transaction(actions: Vec<TxAction>) -> StoreResult<(Vec<Prepared>, u64)> {
+    if actions.len() > limits::MAX_TRANSACTION_ACTIONS {
+        return Err(LimitError::TransactionTooLarge {
+            count: actions.len(),
+        }
+        .into());
+    }
+    let mut prepared = Vec::with_capacity(actions.len());
+    let mut total = 0usize;
+    for action in actions {
+        let (p, size) = prepare(action)?;
+        total += size;
+        prepared.push(p);
+    }
+    check_unique(prepared.iter().map(Prepared::key), |k| {
+        LimitError::DuplicateKeyInTransaction {
+            pk: k.pk.clone(),
+            sk: k.sk.clone(),
+        }
+    })?;
+    if total > limits::MAX_TRANSACTION_BYTES {
+        return Err(LimitError::TransactionTooBig { size: total }.into());
+    }
+    let writes = prepared
+        .iter()
+        .filter(|p| !matches!(p, Prepared::Check(..)))
+        .count() as u64;
+    Ok((prepared, writes))
+}
+
+/// Applies one transaction inside a write transaction: every condition is checked and
+/// every new item computed before anything is written, so a failure writes nothing.
+fn apply_transaction(w: &mut Writer<'_>, prepared: Vec<Prepared>) -> StoreResult<()> {
+    let mut olds = Vec::with_capacity(prepared.len());
+    let mut failed = vec![false; prepared.len()];
+    for (i, p) in prepared.iter().enumerate() {
+        let old = w.load(p.key())?;
+        let current = live(old.clone(), w.now_secs);
+        if let Some(c) = p.cond()
+            && !eval(c, current.as_ref())
+        {
+            failed[i] = true;
+        }
+        olds.push((old, current));
+    }
+    if failed.iter().any(|f| *f) {
+        return Err(StoreError::TransactionCanceled { failed });
+    }
+    let mut changes = Vec::with_capacity(prepared.len());
+    for (p, (old, current)) in prepared.into_iter().zip(olds) {
+        match p {
+            Prepared::Put(key, item, _) => changes.push((key, old, Some(item))),
+            Prepared::Update(key, update, _) => {
+                let (_, new) = validate_item(apply_update(&key, current, &update)?)?;
+                check_item_size(&new)?;
+                changes.push((key, old, Some(new)));
+            }
+            Prepared::Delete(key, _) => {
+                if old.is_some() {
+                    changes.push((key, old, None));
+                }
+            }
+            Prepared::Check(..) => {}
+        }
+    }
+    for (key, old, new) in &changes {
+        w.write(key, old.as_ref(), new.as_ref())?;
+    }
+    Ok(())
+}
+
 fn check_unique<'a>(
     keys: impl IntoIterator<Item = &'a Key>,
     dup: impl Fn(&Key) -> LimitError,
@@ -846,79 +919,62 @@ impl Store for RedbStore {
     }
 
     async fn transact(&self, actions: Vec<TxAction>) -> StoreResult<()> {
-        if actions.len() > limits::MAX_TRANSACTION_ACTIONS {
-            return Err(LimitError::TransactionTooLarge {
-                count: actions.len(),
-            }
-            .into());
-        }
-        let mut prepared = Vec::with_capacity(actions.len());
-        let mut total = 0usize;
-        for action in actions {
-            let (p, size) = prepare(action)?;
-            total += size;
-            prepared.push(p);
-        }
-        check_unique(prepared.iter().map(Prepared::key), |k| {
-            LimitError::DuplicateKeyInTransaction {
-                pk: k.pk.clone(),
-                sk: k.sk.clone(),
-            }
-        })?;
-        if total > limits::MAX_TRANSACTION_BYTES {
-            return Err(LimitError::TransactionTooBig { size: total }.into());
-        }
+        let (prepared, writes) = prepare_transaction(actions)?;
         if prepared.is_empty() {
             return Ok(());
         }
-        let writes = prepared
-            .iter()
-            .filter(|p| !matches!(p, Prepared::Check(..)))
-            .count() as u64;
         self.blocking(move |inner| {
-            inner.write_txn(|w| {
-                let mut olds = Vec::with_capacity(prepared.len());
-                let mut failed = vec![false; prepared.len()];
-                for (i, p) in prepared.iter().enumerate() {
-                    let old = w.load(p.key())?;
-                    let current = live(old.clone(), w.now_secs);
-                    if let Some(c) = p.cond()
-                        && !eval(c, current.as_ref())
-                    {
-                        failed[i] = true;
-                    }
-                    olds.push((old, current));
-                }
-                if failed.iter().any(|f| *f) {
-                    return Err(StoreError::TransactionCanceled { failed });
-                }
-                // Compute every new item before writing any (an invalid one aborts all).
-                let mut changes = Vec::with_capacity(prepared.len());
-                for (p, (old, current)) in prepared.into_iter().zip(olds) {
-                    match p {
-                        Prepared::Put(key, item, _) => changes.push((key, old, Some(item))),
-                        Prepared::Update(key, update, _) => {
-                            let (_, new) = validate_item(apply_update(&key, current, &update)?)?;
-                            check_item_size(&new)?;
-                            changes.push((key, old, Some(new)));
-                        }
-                        Prepared::Delete(key, _) => {
-                            if old.is_some() {
-                                changes.push((key, old, None));
-                            }
-                        }
-                        Prepared::Check(..) => {}
-                    }
-                }
-                for (key, old, new) in &changes {
-                    w.write(key, old.as_ref(), new.as_ref())?;
-                }
-                Ok(())
-            })?;
+            inner.write_txn(|w| apply_transaction(w, prepared))?;
             inner.writes.add(writes);
             Ok(())
         })
         .await
+    }
+
+    async fn transact_seq(&self, groups: Vec<Vec<TxAction>>) -> (usize, Option<StoreError>) {
+        // Each group is checked against DynamoDB's limits on its own, as one call would be.
+        let mut prepared = Vec::with_capacity(groups.len());
+        let mut invalid = None;
+        for group in groups {
+            match prepare_transaction(group) {
+                Ok(p) => prepared.push(p),
+                Err(e) => {
+                    invalid = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = self
+            .blocking(move |inner| {
+                let mut writes = 0;
+                let (done, failed) = inner.write_txn(|w| {
+                    let mut done = 0;
+                    for (group, n) in prepared {
+                        // A failing group writes nothing (conditions are checked and new
+                        // items computed before any write), so the earlier ones commit.
+                        match apply_transaction(w, group) {
+                            Ok(()) => {
+                                done += 1;
+                                writes += n;
+                            }
+                            Err(
+                                e @ (StoreError::TransactionCanceled { .. } | StoreError::Limit(_)),
+                            ) => return Ok((done, Some(e))),
+                            // An I/O error may have come mid-write: abort everything.
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok((done, None))
+                })?;
+                inner.writes.add(writes);
+                Ok((done, failed))
+            })
+            .await;
+        match result {
+            Ok((done, Some(e))) => (done, Some(e)),
+            Ok((done, None)) => (done, invalid),
+            Err(e) => (0, Some(e)),
+        }
     }
 
     fn writes(&self) -> u64 {

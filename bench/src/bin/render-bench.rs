@@ -1,0 +1,221 @@
+//! Benchmark 3: personalised renders per second on one core.
+//!
+//! The fixture (`bench/fixtures/newsletter.html`: ~40 KB, 10 tracked links, 8
+//! variables, 2 components `header` and `button`) is compiled once as a template
+//! version is at save; then, on one thread, for a fixed time each:
+//!
+//! - `full`: fill in a different contact's variables, rewrite every link to a signed
+//!   click URL, sign the open pixel and the unsubscribe token, and build the RFC 5322
+//!   message (multipart/alternative with the text part, List-Unsubscribe);
+//! - `no tracking`: the same with tracking off (links as written, no pixel);
+//! - `full, no MIME`: `full` without building the message (where the time goes);
+//! - `bare handlebars`: the baseline, the handlebars crate rendering the same
+//!   expanded HTML with the same data into a String (no links, no text, no MIME).
+//!
+//! Sizes: the fixture's article section is repeated or cut to make other sizes (more
+//! articles also means more links). Prints a markdown table.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use mailpilot_shared::mime::{self, Mailbox, MessageParts};
+use mailpilot_shared::model::links::LinkKeys;
+use mailpilot_shared::render::{self, ComponentDef, Format, ParamDef, ParamType, Source};
+use mailpilot_shared::usecases::templates::{Content, MessageContext, Recipient, render_prepared};
+use serde_json::{Map, Value as Json, json};
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds measured per case (after a one-second warm-up).
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// Article counts to measure (the fixture has 8: about 40 KB).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![2, 8, 20])]
+    articles: Vec<usize>,
+    /// Path to the fixture directory.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+    fixtures: String,
+}
+
+fn components(dir: &str) -> Result<Vec<ComponentDef>> {
+    let read =
+        |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).with_context(|| f.to_string());
+    let p = |name: &str, kind, required| ParamDef {
+        name: name.into(),
+        kind,
+        default: None,
+        required,
+    };
+    Ok(vec![
+        ComponentDef {
+            name: "header".into(),
+            format: Format::Handlebars,
+            body: read("header.html")?,
+            parameters: vec![p("title", ParamType::String, true)],
+        },
+        ComponentDef {
+            name: "button".into(),
+            format: Format::Handlebars,
+            body: read("button.html")?,
+            parameters: vec![
+                p("label", ParamType::String, true),
+                p("url", ParamType::Url, true),
+            ],
+        },
+    ])
+}
+
+/// The fixture with its article section cut or repeated to `n` articles.
+fn sized(fixture: &str, n: usize) -> Result<String> {
+    let start = fixture.find("<!-- article -->").context("article marker")?;
+    let end = fixture.find("<!-- /articles -->").context("end marker")?;
+    let section = &fixture[start..end];
+    let articles: Vec<&str> = section
+        .split("<!-- article -->")
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut out = fixture[..start].to_string();
+    for i in 0..n {
+        out.push_str("<!-- article -->");
+        out.push_str(articles[i % articles.len()]);
+    }
+    out.push_str(&fixture[end..]);
+    Ok(out)
+}
+
+fn vars(i: u64) -> Map<String, Json> {
+    let v = json!({
+        "email": format!("reader{i}@example.com"),
+        "first_name": format!("Reader {i}"),
+        "attributes": {
+            "plan": if i.is_multiple_of(2) { "pro" } else { "free" },
+            "city": "Zaragoza",
+            "points": i % 1000,
+            "dashboard_url": format!("https://app.example.com/u/{i}/dashboard"),
+        },
+        "campaign": {"name": "November news"},
+        "workspace": {"name": "Acme", "company_name": "Acme Inc.", "postal_address": "1 Main St, Springfield"},
+    });
+    match v {
+        Json::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Runs `f` for `secs` seconds after a warm-up; returns calls per second.
+fn rate(secs: u64, mut f: impl FnMut(u64) -> usize) -> (f64, usize) {
+    let warm = Instant::now();
+    let mut i = 0;
+    while warm.elapsed() < Duration::from_secs(1) {
+        std::hint::black_box(f(i));
+        i += 1;
+    }
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut bytes = 0;
+    while started.elapsed() < Duration::from_secs(secs) {
+        for _ in 0..16 {
+            bytes = std::hint::black_box(f(i + n));
+            n += 1;
+        }
+    }
+    (n as f64 / started.elapsed().as_secs_f64(), bytes)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let fixture = std::fs::read_to_string(format!("{}/newsletter.html", args.fixtures))?;
+    let defs = components(&args.fixtures)?;
+    let lookup = |name: &str| defs.iter().find(|d| d.name == name).cloned();
+    let keys = LinkKeys::parse("k1:0123456789abcdef0123456789abcdef-bench")?;
+    println!(
+        "| articles | HTML template | links tracked | case | renders/s (1 core) | output bytes | vs bare |"
+    );
+    println!("|---:|---:|---:|---|---:|---:|---:|");
+    for &n in &args.articles {
+        let html = sized(&fixture, n)?;
+        let src = Source {
+            format: Format::Handlebars,
+            subject: "{{campaign.name}} for {{default first_name \"you\"}}".into(),
+            preheader: Some("What's new at {{workspace.company_name}}".into()),
+            html: html.clone(),
+            text: None,
+        };
+        let compiled = render::compile(&src, &lookup).map_err(|p| anyhow::anyhow!("{p:?}"))?;
+        let tracked = compiled.links.iter().filter(|l| l.tracked).count();
+        let prepared = compiled.prepare().map_err(anyhow::Error::msg)?;
+        // The baseline: the same expanded HTML in a plain handlebars registry.
+        let expanded = render::components::expand(&html, Format::Handlebars, &lookup)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .text;
+        // Same helpers (`default`, …) and escaping; no link or pixel helpers in this HTML.
+        let mut bare = render::engine::html_registry().clone();
+        bare.register_template_string("t", &expanded)?;
+        let data = Map::new();
+        let ctx = |tracking: bool| MessageContext {
+            workspace_id: "ws_bench",
+            content: Content::Stored {
+                template_id: "tpl_bench",
+                version: Some(1),
+            },
+            recipient: Recipient::Data(&data),
+            campaign: None,
+            message_id: "msg_0123456789abcdefghjkmnpqrs",
+            tracking,
+            public_url: "https://t.example.com",
+            keys: &keys,
+        };
+        let full = |tracking: bool, build: bool| {
+            let m = ctx(tracking);
+            let prepared = &prepared;
+            move |i: u64| {
+                let r = render_prepared(prepared, vars(i), &m, "https://t.example.com", Some(1))
+                    .expect("renders");
+                if !build {
+                    return r.html.len() + r.text.len();
+                }
+                let parts = MessageParts {
+                    message_id: "msg_0123456789abcdefghjkmnpqrs".into(),
+                    from: Mailbox::new(Some("Acme"), "news@acme.example"),
+                    reply_to: None,
+                    to: Mailbox::new(None, &format!("reader{i}@example.com")),
+                    subject: r.subject,
+                    list_unsubscribe: Some(mime::ListUnsubscribe {
+                        url: r.unsubscribe_url,
+                        mailto: None,
+                    }),
+                    html: Some(r.html),
+                    text: Some(r.text),
+                    date: chrono::Utc::now(),
+                };
+                mime::build(&parts).expect("builds").len()
+            }
+        };
+        let (bare_rate, bare_bytes) = rate(args.secs, |i| {
+            bare.render("t", &Json::Object(vars(i)))
+                .expect("renders")
+                .len()
+        });
+        let cases: [(&str, f64, usize); 4] = {
+            let (a, ab) = rate(args.secs, full(true, true));
+            let (b, bb) = rate(args.secs, full(false, true));
+            let (c, cb) = rate(args.secs, full(true, false));
+            [
+                ("full (tracking, signing, MIME)", a, ab),
+                ("no tracking (MIME)", b, bb),
+                ("full, no MIME", c, cb),
+                ("bare handlebars (baseline)", bare_rate, bare_bytes),
+            ]
+        };
+        for (name, r, bytes) in cases {
+            println!(
+                "| {n} | {:.1} KB | {tracked} | {name} | {:.0} | {bytes} | {:.0}% |",
+                html.len() as f64 / 1024.0,
+                r,
+                100.0 * r / bare_rate
+            );
+        }
+    }
+    Ok(())
+}

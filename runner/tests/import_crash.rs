@@ -1,0 +1,216 @@
+//! A real `SIGKILL` of the runner in the middle of an import, then a restart: the
+//! runner resumes the import from its checkpoint at start, and the final counters are
+//! exactly those of the file (no row imported twice, none lost).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    stderr_lines: Vec<String>,
+}
+
+fn serve(data: &std::path::Path) -> Server {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailpilot"))
+        .env("MAILPILOT_ADDR", format!("127.0.0.1:{port}"))
+        .env("MAILPILOT_DATA", data)
+        .env("MAILPILOT_KEY_RATE", "0")
+        // Small chunks: many checkpoints, and an import slow enough to kill mid-way.
+        .env("MAILPILOT_IMPORT_CHUNK_ROWS", "10")
+        .env("MAILPILOT_IMPORT_TX_ACTIONS", "25")
+        .env_remove("MAILPILOT_PUBLIC_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("mailpilot starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = vec![];
+    let mut reader = BufReader::new(stderr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
+            panic!("server stopped before it was ready: {lines:?}");
+        }
+        let done = line.contains("press Ctrl-C");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in reader.lines() {});
+    Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        stderr_lines: lines,
+    }
+}
+
+/// The file and what importing it must give: (csv, rows, created, failed, duplicates).
+fn file(rows: usize) -> (String, i64, i64, i64, i64) {
+    let mut csv = String::from("email,first_name,n\n");
+    let mut emails = vec![];
+    let mut failed = 0;
+    for i in 0..rows {
+        let email = match i % 10 {
+            3 => {
+                failed += 1;
+                csv.push_str(&format!("broken-{i},B,{i}\n"));
+                continue;
+            }
+            7 => format!("user{}@example.com", i - 4),
+            _ => format!("user{i}@example.com"),
+        };
+        csv.push_str(&format!("{email},User,{i}\n"));
+        emails.push(email);
+    }
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, e) in emails.iter().enumerate() {
+        last.insert(e, i);
+    }
+    let created = last.len() as i64;
+    let dups = emails.len() as i64 - created;
+    (csv, rows as i64, created, failed, dups)
+}
+
+#[tokio::test]
+async fn an_import_killed_mid_way_resumes_after_restart_with_exact_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path());
+    let key = server
+        .stderr_lines
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("mp_"))
+        .expect("demo key")
+        .to_string();
+    let client = reqwest::Client::new();
+    let list: Value = client
+        .post(format!("{}/v1/lists", server.url))
+        .bearer_auth(&key)
+        .json(&json!({"name": "Imported"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list_id = list["id"].as_str().unwrap().to_string();
+    let created: Value = client
+        .post(format!("{}/v1/imports", server.url))
+        .bearer_auth(&key)
+        .json(&json!({"list_ids": [list_id]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let (csv, rows, want_created, want_failed, want_dups) = file(6_000);
+    let put = client
+        .put(format!("{}/v1/imports/{id}/file", server.url))
+        .bearer_auth(&key)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+
+    // Progress is visible while it runs; kill it once it is well under way.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let at_kill = loop {
+        let a: Value = client
+            .get(format!("{}/v1/imports/{id}", server.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let read = a["rows_read"].as_i64().unwrap();
+        assert_eq!(
+            a["status"], "running",
+            "the import finished before the kill: {a}"
+        );
+        if read >= 600 {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no progress: {a}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    assert!(at_kill["rows_read"].as_i64().unwrap() < rows);
+
+    let mut again = serve(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let done = loop {
+        let a: Value = client
+            .get(format!("{}/v1/imports/{id}", again.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if a["status"] != "running" {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the import did not resume: {a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "completed_with_errors", "{done}");
+    assert_eq!(done["rows_read"], rows);
+    assert_eq!(done["created"], want_created);
+    assert_eq!(done["updated"], 0);
+    assert_eq!(done["failed"], want_failed);
+    assert_eq!(done["skipped"]["duplicate"], want_dups);
+    assert_eq!(done["bytes_processed"], done["bytes_total"]);
+    let list: Value = client
+        .get(format!("{}/v1/lists/{list_id}", again.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["member_count"], want_created,
+        "each contact joined once"
+    );
+    let report = client
+        .get(format!("{}/v1/imports/{id}/errors", again.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        report.lines().count() as i64,
+        1 + want_failed + want_dups,
+        "one report line per failed or duplicate row"
+    );
+    again.child.kill().unwrap();
+    again.child.wait().unwrap();
+}
