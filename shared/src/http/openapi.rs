@@ -158,3 +158,68 @@ pub fn json() -> &'static str {
 pub async fn serve() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], json())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    /// utoipa keys component schemas by their name alone, so two types of the same name
+    /// (in different modules) silently overwrite each other in /openapi.json, and responses
+    /// get validated against the wrong schema. Every `ToSchema` type must have its own
+    /// name (rename with `#[schema(as = NewName)]`).
+    #[test]
+    fn schema_names_are_unique() {
+        fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut clashes = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if !(line.trim_start().starts_with("#[derive(") && line.contains("ToSchema")) {
+                    continue;
+                }
+                let mut renamed = None;
+                for next in lines.iter().skip(i + 1).take(8) {
+                    let t = next.trim_start();
+                    if let Some(rest) = t.strip_prefix("#[schema(as = ") {
+                        renamed = rest.split(')').next().map(|s| s.trim().to_string());
+                    }
+                    let decl = t
+                        .strip_prefix("pub struct ")
+                        .or_else(|| t.strip_prefix("pub enum "))
+                        .or_else(|| t.strip_prefix("struct "))
+                        .or_else(|| t.strip_prefix("enum "));
+                    if let Some(decl) = decl {
+                        let name: String = decl
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        let name = renamed.take().unwrap_or(name);
+                        let at = format!("{}:{}", file.display(), i + 1);
+                        if let Some(first) = seen.insert(name.clone(), at.clone()) {
+                            clashes.push(format!("{name}: {first} and {at}"));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(clashes.is_empty(), "schema names used twice: {clashes:#?}");
+    }
+}

@@ -25,7 +25,9 @@ pub struct Source {
 
 /// One problem that makes a version invalid: the field (a JSON Pointer) and, for
 /// syntax errors, where.
+/// `TemplateProblem` in the OpenAPI (`Problem` is the RFC 9457 error document).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = TemplateProblem)]
 pub struct Problem {
     pub field: String,
     pub reason: String,

@@ -235,7 +235,10 @@ pub struct PreviewRequest {
     pub campaign: Option<Map<String, Json>>,
 }
 
+/// A rendered preview of a template version (`TemplatePreview` in the OpenAPI: the
+/// import preview is `Preview`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = TemplatePreview)]
 pub struct Preview {
     pub version: u32,
     pub subject: String,
