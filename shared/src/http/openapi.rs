@@ -211,6 +211,10 @@ mod tests {
                             .take_while(|c| c.is_alphanumeric() || *c == '_')
                             .collect();
                         let name = renamed.take().unwrap_or(name);
+                        if name.is_empty() {
+                            // `pub struct $name` inside a macro: named where it is used.
+                            break;
+                        }
                         let at = format!("{}:{}", file.display(), i + 1);
                         if let Some(first) = seen.insert(name.clone(), at.clone()) {
                             clashes.push(format!("{name}: {first} and {at}"));
