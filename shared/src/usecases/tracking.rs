@@ -81,8 +81,12 @@ pub async fn record_events(
 ) -> AppResult<Vec<Outcome>> {
     let mut outcomes = vec![Outcome::Duplicate; events.len()];
     let mut by_ws: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    let mut seen = std::collections::HashSet::new();
     for (i, e) in events.iter().enumerate() {
-        by_ws.entry(&e.workspace_id).or_default().push(i);
+        // The same event twice in one batch (a redelivery next to the original).
+        if seen.insert((e.workspace_id.as_str(), e.id.as_str())) {
+            by_ws.entry(&e.workspace_id).or_default().push(i);
+        }
     }
     for (ws, idxs) in by_ws {
         for chunk in idxs.chunks(EVENTS_PER_TX) {
