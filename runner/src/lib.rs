@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod delivery;
+pub mod recorder;
 
 use anyhow::{Context, Result};
 use mailpilot_shared::adapters::local::blobs::FileBlobs;
 use mailpilot_shared::adapters::local::store::RedbStore;
+use mailpilot_shared::http::track::{self, TrackState};
 use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
 use mailpilot_shared::model::links::LinkKeys;
 use mailpilot_shared::ports::clock::ManualClock;
@@ -20,6 +22,7 @@ use mailpilot_shared::usecases::imports::{self, BackgroundStarter, ImportEnv, Im
 use mailpilot_shared::usecases::messages::{Composer, DEFAULT_RETENTION_DAYS};
 use mailpilot_shared::usecases::providers::Providers;
 use mailpilot_shared::usecases::send::{Directory, SendConfig, StoreDirectory};
+use mailpilot_shared::usecases::tracking::RecorderConfig;
 use mailpilot_shared::usecases::{jobs, senders, workspaces};
 use tokio::net::TcpListener;
 
@@ -243,6 +246,9 @@ pub struct Running {
     pub demo: Option<workspaces::CreatedWorkspace>,
     /// The delivery engine (queues, dispatcher, senders).
     pub engine: Arc<delivery::Engine>,
+    /// The tracking events recorder's counts (`settle()` waits for it to catch up).
+    pub recorder: Arc<recorder::RecorderStats>,
+    recorder_task: tokio::task::JoinHandle<()>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     planner: tokio::task::JoinHandle<()>,
@@ -259,6 +265,8 @@ impl Running {
     pub async fn stop(self) -> Result<()> {
         let _ = self.shutdown.send(());
         self.task.await??;
+        // The routes (and their event sink) are gone: the recorder drains and ends.
+        let _ = self.recorder_task.await;
         self.planner.abort();
         let _ = self.stop_workers.send(true);
         for w in self.workers {
@@ -307,6 +315,7 @@ pub async fn start_with_store(
             .link_keys()
             .context("the link-signing keys in secrets.json")?,
     });
+    let track_keys = link_keys.clone();
     let listener = TcpListener::bind(&settings.addr)
         .await
         .with_context(|| format!("binding {}", settings.addr))?;
@@ -386,10 +395,25 @@ pub async fn start_with_store(
     });
     let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
     let workers = engine.spawn(d.workers, d.dispatch_every, stop_rx);
-    let app = http::router(state);
+    let (sink, recorder_stats, recorder_task) = recorder::spawn(
+        dyn_store.clone(),
+        RecorderConfig {
+            retention_days: d.retention_days,
+            ..RecorderConfig::default()
+        },
+    );
+    let tracking = track::router(TrackState {
+        keys: track_keys,
+        sink,
+        store: dyn_store.clone(),
+    });
+    let app = http::router(state).merge(tracking);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown(async move {
                 let _ = rx.await;
             })
@@ -401,6 +425,8 @@ pub async fn start_with_store(
         imports: import_env,
         demo,
         engine,
+        recorder: recorder_stats,
+        recorder_task,
         shutdown: tx,
         task,
         planner,

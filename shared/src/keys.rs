@@ -51,6 +51,10 @@ pub const COMPONENTS: &str = "components";
 /// Component name → id (names are unique in a workspace: `{{> name}}` finds them).
 pub const COMPONENT_NAMES: &str = "component-names";
 pub const IMPORTS: &str = "imports";
+/// Analytics counters (days, campaign runs, links): see usecases/analytics.rs.
+pub const ANALYTICS: &str = "analytics";
+/// Tracking events (idempotency per event id, TTL = retention): sort key = event id.
+pub const EVENTS: &str = "events";
 
 /// An import's error report: sort key = `<line, 12 digits>#<n>`.
 pub fn import_errors(ws_id: &str, import_id: &str) -> String {
@@ -84,7 +88,7 @@ pub fn template_versions(ws_id: &str, template_id: &str) -> String {
 
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 17] = [
+pub const DELETABLE_FAMILIES: [&str; 19] = [
     LISTS,
     CONTACTS,
     EMAILS,
@@ -101,6 +105,8 @@ pub const DELETABLE_FAMILIES: [&str; 17] = [
     IDEMPOTENCY,
     SENDERS,
     PROVIDERS,
+    ANALYTICS,
+    EVENTS,
     JOBS,
 ];
 

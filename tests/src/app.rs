@@ -71,6 +71,11 @@ impl TestApp {
         &self._running.engine
     }
 
+    /// The runner's tracking-event recorder (`settle()` waits until it caught up).
+    pub fn recorder(&self) -> &Arc<mailpilot_runner::recorder::RecorderStats> {
+        &self._running.recorder
+    }
+
     /// A request with a bearer key (and a JSON body when given).
     pub async fn call(
         &self,

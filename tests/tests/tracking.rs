@@ -1,0 +1,342 @@
+//! Tracking, unsubscribe and analytics end to end through the runner over HTTP: a
+//! campaign is sent, then opens, clicks and unsubscribes arrive as a recipient's mail
+//! client (or a machine) would make them, and the analytics API shows them. Also token
+//! forgery and open-redirect attempts, and the recorder's idempotency.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{Duration, Utc};
+use mailpilot_runner::{DeliverySettings, Settings};
+use mailpilot_shared::model::links::{LinkKeys, LinkToken};
+use mailpilot_shared::model::tracking::{TrackEvent, TrackKind};
+use mailpilot_shared::ports::clock::{Clock, ManualClock};
+use mailpilot_shared::usecases::senders::LOCAL_SENDER_ID;
+use mailpilot_shared::usecases::tracking::{Outcome, RecorderConfig, record_events};
+use mailpilot_tests::app::{TestApp, spawn_app_with};
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+
+const KEYS: &str = "k1:tracking-test-secret-0123456789abcdefghij";
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
+
+fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A runner whose clock sent the campaign an hour ago (so clicks now are not "within
+/// seconds of delivery"), with a campaign of three recipients sent.
+async fn sent_campaign() -> (TestApp, Arc<ManualClock>, String, Vec<String>) {
+    let clock = Arc::new(ManualClock::new(Utc::now() - Duration::hours(1)));
+    let c2 = clock.clone();
+    let app = spawn_app_with(move |s: &mut Settings| {
+        s.link_keys = Some(KEYS.into());
+        s.delivery = DeliverySettings {
+            workers: 0,
+            persist_queues: false,
+            manual_clock: Some(c2),
+            ..DeliverySettings::default()
+        };
+    })
+    .await;
+    let mut ids = vec![];
+    for i in 0..3 {
+        ids.push(app.contact(&format!("reader{i}@example.com")).await);
+    }
+    let list = app.post("/v1/lists", json!({"name": "Readers"})).await;
+    let list_id = list.body["id"].as_str().unwrap().to_string();
+    app.post(
+        &format!("/v1/lists/{list_id}/members"),
+        json!({"contact_ids": ids}),
+    )
+    .await;
+    let c = app
+        .post(
+            "/v1/campaigns",
+            json!({"name": "Weekly", "sender_id": LOCAL_SENDER_ID, "list_ids": [list_id],
+                   "subject": "This week", "text": "News",
+                   "html": "<p>News <a href=\"https://example.com/a\">A</a></p>"}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let id = c.body["id"].as_str().unwrap().to_string();
+    let l = app
+        .post(&format!("/v1/campaigns/{id}/launch"), json!({}))
+        .await;
+    assert_eq!(l.status, StatusCode::ACCEPTED, "{}", l.body);
+    let mut planned = false;
+    for _ in 0..500 {
+        let s = app.get(&format!("/v1/campaigns/{id}")).await;
+        if s.body["runs"][0]["planning_done"] == true {
+            planned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(planned, "planning finished");
+    app.engine()
+        .drain(Some(clock.now() + Duration::minutes(5)))
+        .await
+        .unwrap();
+    let sent = app
+        .get(&format!("/v1/campaigns/{id}/messages?state=sent"))
+        .await;
+    let mut msgs: Vec<String> = sent.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    msgs.sort();
+    assert_eq!(msgs.len(), 3, "{}", sent.body);
+    (app, clock, id, msgs)
+}
+
+fn keys() -> LinkKeys {
+    LinkKeys::parse(KEYS).unwrap()
+}
+
+fn open_token(ws: &str, msg: &str) -> String {
+    keys().sign_message(ws, msg, false).unwrap()
+}
+
+fn unsub_token(ws: &str, msg: &str) -> String {
+    keys().sign_message(ws, msg, true).unwrap()
+}
+
+fn click_token(ws: &str, msg: &str, i: u32, url: &str) -> String {
+    keys().sign_click(ws, msg, i, url).unwrap()
+}
+
+async fn hit(app: &TestApp, method: reqwest::Method, path: &str, ua: &str) -> reqwest::Response {
+    raw_client()
+        .request(method, format!("{}{path}", app.url))
+        .header("user-agent", ua)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn opens_clicks_and_unsubscribes_show_in_the_analytics_api() {
+    let (app, _clock, cid, msgs) = sent_campaign().await;
+    let ws = app.workspace_id.clone();
+
+    // A person opens message 0 (twice), Apple's proxy prefetches it, a HEAD is not counted.
+    for _ in 0..2 {
+        let r = hit(&app, reqwest::Method::GET, &format!("/t/o/{}", open_token(&ws, &msgs[0])), CHROME).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "image/gif");
+        assert!(r.headers()["cache-control"].to_str().unwrap().contains("no-store"));
+        assert_eq!(r.bytes().await.unwrap().len(), 43);
+    }
+    let r = hit(&app, reqwest::Method::GET, &format!("/t/o/{}", open_token(&ws, &msgs[1])), "Mozilla/5.0").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = hit(&app, reqwest::Method::HEAD, &format!("/t/o/{}", open_token(&ws, &msgs[2])), CHROME).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A person clicks message 0's link; a scanner agent clicks message 2's; a burst of
+    // three links of message 1 makes the third a bot click.
+    let url = "https://example.com/a";
+    let r = hit(&app, reqwest::Method::GET, &format!("/t/c/{}", click_token(&ws, &msgs[0], 0, url)), CHROME).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(r.headers()["location"], url);
+    let r = hit(&app, reqwest::Method::GET, &format!("/t/c/{}", click_token(&ws, &msgs[2], 0, url)), "python-requests/2.31").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = hit(&app, reqwest::Method::HEAD, &format!("/t/c/{}", click_token(&ws, &msgs[2], 0, url)), CHROME).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    app.recorder().settle().await;
+    for i in 0..3 {
+        let u = format!("https://example.com/burst{i}");
+        let r = hit(&app, reqwest::Method::GET, &format!("/t/c/{}", click_token(&ws, &msgs[1], i + 1, &u)), CHROME).await;
+        assert_eq!(r.status(), StatusCode::FOUND);
+        app.recorder().settle().await;
+    }
+
+    // Unsubscribe: the page (a GET changes nothing), then one-click twice.
+    let page = hit(&app, reqwest::Method::GET, &format!("/u/{}", unsub_token(&ws, &msgs[2])), CHROME).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Demo") && html.contains("<form method=\"post\">"), "{html}");
+    for _ in 0..2 {
+        let r = raw_client()
+            .post(format!("{}/u/{}", app.url, unsub_token(&ws, &msgs[2])))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let s = app.get("/v1/suppressions/reader2@example.com").await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+    assert_eq!(s.body["reason"], "unsubscribed");
+
+    app.recorder().settle().await;
+    assert_eq!(app.recorder().failed(), 0);
+
+    let a = app.get(&format!("/v1/analytics/campaigns/{cid}")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let c = &a.body["counts"];
+    assert_eq!(c["sent"], 3, "{}", a.body);
+    assert_eq!(c["unique_human_opens"], 1, "{}", a.body);
+    assert_eq!(c["human_opens"], 2, "{}", a.body);
+    assert_eq!(c["machine_opens"], 1, "{}", a.body);
+    // Message 0's click, and the first two links of message 1's burst.
+    assert_eq!(c["human_clicks"], 3, "{}", a.body);
+    assert_eq!(c["unique_human_clicks"], 2, "{}", a.body);
+    assert_eq!(c["bot_clicks"], 2, "{}", a.body);
+    assert_eq!(c["unsubscribed"], 1, "{}", a.body);
+    assert_eq!(a.body["runs"].as_array().unwrap().len(), 1);
+
+    let today = Utc::now().date_naive();
+    let o = app
+        .get(&format!("/v1/analytics/overview?from={}&to={today}", today - Duration::days(1)))
+        .await;
+    assert_eq!(o.status, StatusCode::OK, "{}", o.body);
+    assert_eq!(o.body["counts"]["unique_human_opens"], 1, "{}", o.body);
+    assert_eq!(o.body["counts"]["machine_opens"], 1, "{}", o.body);
+    assert_eq!(o.body["counts"]["unsubscribed"], 1, "{}", o.body);
+    let rate = o.body["rates"]["open"].as_f64().unwrap();
+    assert!(rate > 0.0 && rate <= 1.0, "{}", o.body);
+
+    let d = app.get("/v1/analytics/daily?from=2026-01-01&to=2026-01-03").await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    assert_eq!(d.body["data"].as_array().unwrap().len(), 3);
+    let bad = app.get("/v1/analytics/daily?from=2026-02-01&to=2026-01-01").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    let bad = app.get("/v1/analytics/overview?from=yesterday").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+
+    let links = app.get(&format!("/v1/analytics/campaigns/{cid}/links")).await;
+    assert_eq!(links.status, StatusCode::OK, "{}", links.body);
+    let l0 = &links.body["data"][0];
+    assert_eq!(l0["index"], 0);
+    assert_eq!(l0["url"], url);
+    assert_eq!(l0["unique_human_clicks"], 1);
+    assert_eq!(l0["bot_clicks"], 1);
+
+    // The contact who opened has a last engagement.
+    let contact = app.get(&format!("/v1/messages/{}", msgs[0])).await;
+    assert_eq!(contact.status, StatusCode::OK);
+
+    // Resend to non-openers: message 1's recipient only (0 opened, 2 unsubscribed).
+    let r = app
+        .post(&format!("/v1/campaigns/{cid}/resend"), json!({"subject": "In case you missed it"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["state"], "draft");
+    let list = r.body["list_ids"][0].as_str().unwrap();
+    let members = app.get(&format!("/v1/lists/{list}/members")).await;
+    assert_eq!(members.body["data"].as_array().unwrap().len(), 1, "{}", members.body);
+    let same = app
+        .post(&format!("/v1/campaigns/{cid}/resend"), json!({"subject": "This week"}))
+        .await;
+    assert_eq!(same.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", same.body);
+    let other = app.post("/v1/campaigns/cpg_00000000000000000000000000/resend", json!({"subject": "x"})).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND, "{}", other.body);
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+#[tokio::test]
+async fn forged_tokens_and_open_redirect_attempts_never_redirect() {
+    let (app, _clock, _cid, msgs) = sent_campaign().await;
+    let ws = app.workspace_id.clone();
+    let good = click_token(&ws, &msgs[0], 0, "https://example.com/a");
+    let parts: Vec<&str> = good.split('.').collect();
+    let evil = json!({"w": ws, "m": msgs[0], "k": "c", "i": 0, "u": "https://evil.example/"});
+    let other_keys = LinkKeys::parse("k1:another-secret-0123456789abcdefghijklmn").unwrap();
+    let retired = LinkKeys::parse("old:retired-secret-0123456789abcdefghijklmn").unwrap();
+    let mut forged = vec![
+        // Tampered payload, original signature.
+        format!("{}.{}.{}", parts[0], b64(&evil), parts[2]),
+        // Signed with another secret under the same kid.
+        other_keys.sign(&LinkToken::Click { workspace_id: ws.clone(), message_id: msgs[0].clone(), link_index: 0, url: "https://evil.example/".into() }).unwrap(),
+        // A retired key.
+        retired.sign(&LinkToken::Click { workspace_id: ws.clone(), message_id: msgs[0].clone(), link_index: 0, url: "https://evil.example/".into() }).unwrap(),
+        // alg none, with and without a signature.
+        format!("{}.{}.", b64(&json!({"alg": "none", "kid": "k1"})), b64(&evil)),
+        format!("{}.{}.{}", b64(&json!({"alg": "none", "kid": "k1"})), b64(&evil), parts[2]),
+        // Not a token at all: URLs and encodings in the path.
+        "https:%2F%2Fevil.example".into(),
+        "%2F%2Fevil.example".into(),
+        "..%2F..%2Fevil".into(),
+        // An open token on the click route.
+        open_token(&ws, &msgs[0]),
+    ];
+    forged.push(format!("{good}x"));
+    for t in &forged {
+        let r = hit(&app, reqwest::Method::GET, &format!("/t/c/{t}"), CHROME).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{t}");
+        assert!(r.headers().get("location").is_none(), "{t}");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        // The pixel route still answers the pixel, and counts nothing.
+        let o = hit(&app, reqwest::Method::GET, &format!("/t/o/{t}"), CHROME).await;
+        assert_eq!(o.status(), StatusCode::OK, "{t}");
+        assert_eq!(o.bytes().await.unwrap().len(), 43);
+    }
+    // Parameters and extra path never change the destination.
+    for suffix in ["?url=https://evil.example/", "?u=//evil.example", "#https://evil.example"] {
+        let r = hit(&app, reqwest::Method::GET, &format!("/t/c/{good}{suffix}"), CHROME).await;
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(r.headers()["location"], "https://example.com/a");
+    }
+    let r = hit(&app, reqwest::Method::GET, &format!("/t/c/{good}/https://evil.example"), CHROME).await;
+    assert!(r.headers().get("location").is_none());
+    // Forged unsubscribe tokens unsubscribe nobody.
+    let r = raw_client()
+        .post(format!("{}/u/{}", app.url, forged[0]))
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    app.recorder().settle().await;
+    let today = Utc::now().date_naive();
+    let o = app.get(&format!("/v1/analytics/overview?to={today}")).await;
+    let c = &o.body["counts"];
+    assert_eq!(c["human_opens"], 0, "{}", o.body);
+    assert_eq!(c["machine_opens"], 0, "{}", o.body);
+    // Only the three good clicks with parameters counted.
+    assert_eq!(c["human_clicks"], 3, "{}", o.body);
+    assert_eq!(c["unsubscribed"], 0, "{}", o.body);
+}
+
+#[tokio::test]
+async fn redelivered_events_change_nothing() {
+    let (app, _clock, cid, msgs) = sent_campaign().await;
+    let ws = app.workspace_id.clone();
+    let event = |id: &str, kind: TrackKind| TrackEvent {
+        id: id.into(),
+        workspace_id: ws.clone(),
+        message_id: msgs[0].clone(),
+        at: Utc::now(),
+        kind,
+        ip: Some("198.51.100.7".parse().unwrap()),
+        user_agent: Some(CHROME.into()),
+    };
+    let batch = vec![
+        event("evt_a", TrackKind::Open),
+        event("evt_b", TrackKind::Click { link: 0, url: "https://example.com/a".into() }),
+        event("evt_a", TrackKind::Open),
+    ];
+    let cfg = RecorderConfig::default();
+    let first = record_events(app.store.as_ref(), &cfg, &batch).await.unwrap();
+    assert_eq!(first[2], Outcome::Duplicate);
+    let again = record_events(app.store.as_ref(), &cfg, &batch).await.unwrap();
+    assert!(again.iter().all(|o| *o == Outcome::Duplicate), "{again:?}");
+    let a = app.get(&format!("/v1/analytics/campaigns/{cid}")).await;
+    let c = &a.body["counts"];
+    assert_eq!(c["human_opens"], 1, "{}", a.body);
+    assert_eq!(c["unique_human_opens"], 1, "{}", a.body);
+    assert_eq!(c["human_clicks"], 1, "{}", a.body);
+    assert_eq!(c["unique_human_clicks"], 1, "{}", a.body);
+}
