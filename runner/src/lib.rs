@@ -391,9 +391,10 @@ pub async fn start_with_store(
         retention_days: d.retention_days,
     });
     state.set_webhooks(mailpilot_shared::http::webhooks::WebhookPorts {
-        certs: d.sns_certs.clone().unwrap_or_else(|| {
-            Arc::new(mailpilot_shared::webhooks::sns::HttpCertFetcher::new())
-        }),
+        certs: d
+            .sns_certs
+            .clone()
+            .unwrap_or_else(|| Arc::new(mailpilot_shared::webhooks::sns::HttpCertFetcher::new())),
         clock: engine.clock.clone(),
         events: d.events.clone(),
     });

@@ -82,6 +82,9 @@ mod tests {
         let m = &l["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], "Mailpilot");
         assert_eq!(m["Dimensions"][0], json!(["Function", "Class"]));
-        assert_eq!(m["Metrics"][0], json!({"Name": "Failures", "Unit": "Count"}));
+        assert_eq!(
+            m["Metrics"][0],
+            json!({"Name": "Failures", "Unit": "Count"})
+        );
     }
 }

@@ -230,7 +230,12 @@ impl World {
         format!("/webhooks/resend/{}/{}", self.app.workspace_id, self.conn)
     }
 
-    async fn post_raw(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> (StatusCode, Value) {
+    async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut req = self
             .app
             .client
@@ -247,7 +252,13 @@ impl World {
     }
 
     /// Posts a Resend webhook signed at `at` (with `secret`).
-    async fn resend(&self, svix_id: &str, body: &Value, at: i64, secret: &str) -> (StatusCode, Value) {
+    async fn resend(
+        &self,
+        svix_id: &str,
+        body: &Value,
+        at: i64,
+        secret: &str,
+    ) -> (StatusCode, Value) {
         let raw = serde_json::to_vec(body).unwrap();
         let sig = SvixSecret::parse(secret).unwrap().sign(svix_id, at, &raw);
         self.post_raw(
@@ -293,14 +304,23 @@ async fn a_hard_bounce_stops_the_next_campaigns_send_and_bad_webhooks_record_not
     // Forged, stale and unsigned webhooks: 401, nothing recorded.
     let complaint = resend_event("email.complained", &ok_pid, "ok@example.com", json!({}));
     let (s, body) = w
-        .resend("msg_forged", &complaint, now, "whsec_b3RoZXIta2V5LW90aGVyLWtleQ==")
+        .resend(
+            "msg_forged",
+            &complaint,
+            now,
+            "whsec_b3RoZXIta2V5LW90aGVyLWtleQ==",
+        )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["status"], 401);
     let (s, _) = w.resend("msg_stale", &complaint, now - 600, SECRET).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = w
-        .post_raw(&w.resend_path(), &[], serde_json::to_vec(&complaint).unwrap())
+        .post_raw(
+            &w.resend_path(),
+            &[],
+            serde_json::to_vec(&complaint).unwrap(),
+        )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // A body changed after signing.
@@ -320,8 +340,14 @@ async fn a_hard_bounce_stops_the_next_campaigns_send_and_bad_webhooks_record_not
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert_eq!(suppression(&w.app, "ok@example.com").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(w.message_to(&first, "ok@example.com").await["state"], "sent");
+    assert_eq!(
+        suppression(&w.app, "ok@example.com").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.message_to(&first, "ok@example.com").await["state"],
+        "sent"
+    );
     // Another workspace's path cannot reach this connection.
     let (other_ws, _) = w.app.create_workspace("Other").await;
     let (s, _) = w
@@ -356,7 +382,10 @@ async fn a_hard_bounce_stops_the_next_campaigns_send_and_bad_webhooks_record_not
         .iter()
         .map(|t| t["state"].as_str().unwrap())
         .collect();
-    assert!(states.ends_with(&["sent", "delivered", "bounced"]), "{states:?}");
+    assert!(
+        states.ends_with(&["sent", "delivered", "bounced"]),
+        "{states:?}"
+    );
     let (s, sup) = suppression(&w.app, "gone@example.com").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(sup["reason"], "hard_bounce");
@@ -375,7 +404,10 @@ async fn a_hard_bounce_stops_the_next_campaigns_send_and_bad_webhooks_record_not
     let m = w.message_to(&second, "gone@example.com").await;
     assert_eq!(m["state"], "skipped", "{m}");
     assert_eq!(m["reason"], "bounced");
-    assert_eq!(w.message_to(&second, "ok@example.com").await["state"], "sent");
+    assert_eq!(
+        w.message_to(&second, "ok@example.com").await["state"],
+        "sent"
+    );
     let sent: Vec<String> = w.fake.lock().unwrap().sent[sent_before..]
         .iter()
         .map(|(_, to)| to.clone())
@@ -410,7 +442,10 @@ async fn sender_health_pauses_a_running_campaign_past_the_threshold_not_below_th
     let first = w.campaign(true).await;
     // A second campaign from the same sender, planned and not yet sent: `sending`.
     let second = w.campaign(false).await;
-    assert_eq!(w.app.get(&format!("/v1/campaigns/{second}")).await.body["state"], "sending");
+    assert_eq!(
+        w.app.get(&format!("/v1/campaigns/{second}")).await.body["state"],
+        "sending"
+    );
 
     // The sender's volume today: its 8 messages plus 300 earlier ones (below 500).
     let day = w.clock.now().date_naive();
@@ -420,7 +455,12 @@ async fn sender_health_pauses_a_running_campaign_past_the_threshold_not_below_th
             format!("ws#{}#counters", w.app.workspace_id),
             format!("sender#{}#{day}", w.sender),
         );
-        async move { store.update(&key, Update::new().add("count", n), None).await.unwrap() }
+        async move {
+            store
+                .update(&key, Update::new().add("count", n), None)
+                .await
+                .unwrap()
+        }
     };
     volume(300).await;
     let now = w.clock.now().timestamp();
@@ -490,10 +530,14 @@ async fn ses_through_sns_verifies_confirms_and_records_once() {
     );
     m.provider = Some("ses".into());
     m.provider_message_id = Some("0100018c-ses-id".into());
-    messages::insert(w.app.store.as_ref(), &m, 400).await.unwrap();
+    messages::insert(w.app.store.as_ref(), &m, 400)
+        .await
+        .unwrap();
 
     // A topic not on the connection's allow-list: 401 even though the signature is valid.
-    let (s, _) = w.post_raw(&path, &[], fixture("sns-notification-v1.json")).await;
+    let (s, _) = w
+        .post_raw(&path, &[], fixture("sns-notification-v1.json"))
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let p = w
         .app
@@ -507,27 +551,49 @@ async fn ses_through_sns_verifies_confirms_and_records_once() {
 
     // A tampered message: 401, nothing recorded.
     let mut v: Value = serde_json::from_slice(&fixture("sns-notification-v1.json")).unwrap();
-    v["Message"] = Value::from(v["Message"].as_str().unwrap().replace("Permanent", "Transient"));
-    let (s, _) = w.post_raw(&path, &[], serde_json::to_vec(&v).unwrap()).await;
+    v["Message"] = Value::from(
+        v["Message"]
+            .as_str()
+            .unwrap()
+            .replace("Permanent", "Transient"),
+    );
+    let (s, _) = w
+        .post_raw(&path, &[], serde_json::to_vec(&v).unwrap())
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // A certificate from anywhere but SNS: 401.
     let mut v: Value = serde_json::from_slice(&fixture("sns-notification-v1.json")).unwrap();
     v["SigningCertURL"] = Value::from("https://sns.us-east-1.amazonaws.com.evil.example/cert.pem");
-    let (s, _) = w.post_raw(&path, &[], serde_json::to_vec(&v).unwrap()).await;
+    let (s, _) = w
+        .post_raw(&path, &[], serde_json::to_vec(&v).unwrap())
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = suppression(&w.app, "gone@example.com").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Signed (v1), allowed: the bounce is applied once.
-    let (s, ack) = w.post_raw(&path, &[], fixture("sns-notification-v1.json")).await;
+    let (s, ack) = w
+        .post_raw(&path, &[], fixture("sns-notification-v1.json"))
+        .await;
     assert_eq!(s, StatusCode::OK, "{ack}");
     assert_eq!(ack["applied"], 1);
-    let (s, ack) = w.post_raw(&path, &[], fixture("sns-notification-v1.json")).await;
+    let (s, ack) = w
+        .post_raw(&path, &[], fixture("sns-notification-v1.json"))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(ack["duplicates"], 1);
-    let got = w.app.get("/v1/messages/msg_01").await.body;
-    assert_eq!(got["state"], "bounced", "{got}");
-    assert_eq!(suppression(&w.app, "gone@example.com").await.1["reason"], "hard_bounce");
+    let got = messages::load(w.app.store.as_ref(), &w.app.workspace_id, "msg_01")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.state,
+        mailpilot_shared::model::message::MessageState::Bounced
+    );
+    assert_eq!(
+        suppression(&w.app, "gone@example.com").await.1["reason"],
+        "hard_bounce"
+    );
 
     // A subscription confirmation visits the SubscribeURL (an SNS host).
     let (s, ack) = w
@@ -537,13 +603,17 @@ async fn ses_through_sns_verifies_confirms_and_records_once() {
     assert_eq!(ack["confirmed"], true);
     let visited = w.certs.visited.lock().unwrap().clone();
     assert!(
-        visited.iter().any(|u| u.contains("Action=ConfirmSubscription")),
+        visited
+            .iter()
+            .any(|u| u.contains("Action=ConfirmSubscription")),
         "{visited:?}"
     );
 
     // A stale message (an hour and more later) is refused.
     w.clock.advance_to(at + Duration::hours(2));
-    let (s, _) = w.post_raw(&path, &[], fixture("sns-notification-v2.json")).await;
+    let (s, _) = w
+        .post_raw(&path, &[], fixture("sns-notification-v2.json"))
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 

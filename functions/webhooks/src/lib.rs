@@ -99,13 +99,23 @@ impl EventsHandler {
             }
             Err(e) => {
                 tracing::error!(record = %record.message_id, error = %e, "not an SES event");
-                metrics::count("webhooks", "ProviderEventFailures", &[("Class", "malformed")]);
+                metrics::count(
+                    "webhooks",
+                    "ProviderEventFailures",
+                    &[("Class", "malformed")],
+                );
                 return false;
             }
         };
         for ev in &evs {
-            match provider_events::record(self.store.as_ref(), now, &self.config, Origin::Account, ev)
-                .await
+            match provider_events::record(
+                self.store.as_ref(),
+                now,
+                &self.config,
+                Origin::Account,
+                ev,
+            )
+            .await
             {
                 Ok(r) => {
                     let outcome = match r {

@@ -51,10 +51,14 @@ async fn main() -> Result<(), lambda_http::Error> {
         soft_bounce_limit: env_or("MAILPILOT_SOFT_BOUNCE_LIMIT", defaults.soft_bounce_limit),
         ..defaults
     };
-    config.health.complaint_rate =
-        env_or("MAILPILOT_HEALTH_COMPLAINT_RATE", config.health.complaint_rate);
-    config.health.hard_bounce_rate =
-        env_or("MAILPILOT_HEALTH_BOUNCE_RATE", config.health.hard_bounce_rate);
+    config.health.complaint_rate = env_or(
+        "MAILPILOT_HEALTH_COMPLAINT_RATE",
+        config.health.complaint_rate,
+    );
+    config.health.hard_bounce_rate = env_or(
+        "MAILPILOT_HEALTH_BOUNCE_RATE",
+        config.health.hard_bounce_rate,
+    );
     config.health.min_volume = env_or("MAILPILOT_HEALTH_MIN_VOLUME", config.health.min_volume);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let router = webhooks::router(

@@ -135,8 +135,11 @@ pub async fn resend_webhook(
     let secret = SvixSecret::parse(sealed.open(s.config.providers.sealer())?.expose())
         .map_err(|_| AppError::Unauthorized(UNVERIFIED))?;
     let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let verified = SvixHeaders::from_lookup(lookup)
-        .and_then(|h| secret.verify(&h, &body, p.clock.now().timestamp()).map(|()| h));
+    let verified = SvixHeaders::from_lookup(lookup).and_then(|h| {
+        secret
+            .verify(&h, &body, p.clock.now().timestamp())
+            .map(|()| h)
+    });
     let h = match verified {
         Ok(h) => h,
         Err(e) => {
@@ -215,11 +218,22 @@ pub async fn ses_webhook(
         }
         SnsType::UnsubscribeConfirmation => ack.ignored += 1,
         SnsType::Notification => {
-            let v: Value = serde_json::from_str(&message.message)
+            let mut v: Value = serde_json::from_str(&message.message)
                 .map_err(|e| AppError::invalid("/Message", format!("not JSON: {e}")))?;
+            // An event without its own times happened when SNS says it published it.
+            if let Some(mail) = v.get_mut("mail").and_then(Value::as_object_mut) {
+                mail.entry("timestamp")
+                    .or_insert_with(|| Value::from(message.timestamp.clone()));
+            }
             if v.get("notificationType").and_then(Value::as_str) == Some("Received") {
-                let r = replies::record_ses_receipt(s.store(), p.clock.now(), &ws, &message.message_id, &v)
-                    .await?;
+                let r = replies::record_ses_receipt(
+                    s.store(),
+                    p.clock.now(),
+                    &ws,
+                    &message.message_id,
+                    &v,
+                )
+                .await?;
                 ack.count(r);
             } else {
                 match events::parse_ses(&message.message_id, &v) {

@@ -57,7 +57,10 @@ pub enum Origin<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     /// Applied to message `1` of workspace `0`.
-    Applied { workspace_id: String, message_id: String },
+    Applied {
+        workspace_id: String,
+        message_id: String,
+    },
     /// Seen before: nothing changed.
     Duplicate,
     /// No message of ours (or not of the connection's workspace): acknowledged, ignored.
@@ -76,7 +79,15 @@ pub async fn record(
         tracing::info!(event = %ev.event_id, provider = %ev.provider, "provider event for no message of ours");
         return Ok(Recorded::Unmatched);
     };
-    let Some(claim) = claim(store, now, cfg.retention_days, &m, &ev.provider, &ev.event_id).await?
+    let Some(claim) = claim(
+        store,
+        now,
+        cfg.retention_days,
+        &m,
+        &ev.provider,
+        &ev.event_id,
+    )
+    .await?
     else {
         return Ok(Recorded::Duplicate);
     };
@@ -161,14 +172,15 @@ async fn find_message(
         Origin::Account => true,
     };
     let tagged_ws = match origin {
-        Origin::Connection { workspace_id } => Some(ev.workspace_id.as_deref().unwrap_or(workspace_id)),
+        Origin::Connection { workspace_id } => {
+            Some(ev.workspace_id.as_deref().unwrap_or(workspace_id))
+        }
         Origin::Account => ev.workspace_id.as_deref(),
     };
     if let (Some(ws), Some(msg)) = (tagged_ws, ev.message_id.as_deref())
         && allowed(ws)
         && let Some(m) = messages::load(store, ws, msg).await?
-        && m
-            .provider_message_id
+        && m.provider_message_id
             .as_deref()
             .is_none_or(|p| p == ev.provider_message_id)
     {
@@ -270,8 +282,12 @@ async fn apply(
             class: BounceClass::Permanent,
             ..
         } => {
-            suppress_quietly(store, &m.workspace_id, suppress(SuppressionReason::HardBounce))
-                .await?;
+            suppress_quietly(
+                store,
+                &m.workspace_id,
+                suppress(SuppressionReason::HardBounce),
+            )
+            .await?;
             if changed {
                 sender_health::note(store, now, &cfg.health, m, HealthFact::HardBounce).await?;
             }
@@ -290,8 +306,12 @@ async fn apply(
             }
         }
         EventKind::Complained { .. } => {
-            suppress_quietly(store, &m.workspace_id, suppress(SuppressionReason::Complaint))
-                .await?;
+            suppress_quietly(
+                store,
+                &m.workspace_id,
+                suppress(SuppressionReason::Complaint),
+            )
+            .await?;
             if changed {
                 sender_health::note(store, now, &cfg.health, m, HealthFact::Complaint).await?;
             }
@@ -318,7 +338,12 @@ async fn suppress_quietly(store: &dyn Store, ws: &str, add: AddSuppression) -> A
 }
 
 /// Counts one more soft bounce of an address (kept 90 days) and returns the count.
-async fn soft_bounces(store: &dyn Store, now: DateTime<Utc>, ws: &str, email: &str) -> AppResult<i64> {
+async fn soft_bounces(
+    store: &dyn Store,
+    now: DateTime<Utc>,
+    ws: &str,
+    email: &str,
+) -> AppResult<i64> {
     let key = Key::new(keys::ws(ws, keys::COUNTERS), format!("softbounce#{email}"));
     let item = store
         .update(

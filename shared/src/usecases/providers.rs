@@ -730,7 +730,10 @@ fn check_configuration_set(v: &str, errors: &mut Vec<FieldError>) {
 /// `arn:aws:sns:<region>:<account>:<name>`, at most 10.
 fn check_topic_arns(arns: &[String], errors: &mut Vec<FieldError>) {
     if arns.len() > 10 {
-        errors.push(FieldError::new("/settings/sns_topic_arns", "at most 10 topics"));
+        errors.push(FieldError::new(
+            "/settings/sns_topic_arns",
+            "at most 10 topics",
+        ));
     }
     for (i, arn) in arns.iter().enumerate() {
         let parts: Vec<&str> = arn.split(':').collect();

@@ -24,7 +24,12 @@ use crate::ports::store::{ItemExt, Key, Store};
 pub fn referenced_ids(in_reply_to: Option<&str>, references: Option<&str>) -> Vec<String> {
     let ids = |s: &str| -> Vec<String> {
         s.split(|c: char| c.is_whitespace() || c == ',')
-            .map(|t| t.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            .map(|t| {
+                t.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
             .filter(|t| t.contains('@') && t.len() <= 998)
             .collect()
     };
@@ -39,7 +44,11 @@ pub fn referenced_ids(in_reply_to: Option<&str>, references: Option<&str>) -> Ve
 }
 
 /// The message a Message-ID names, if it is one of this workspace's.
-async fn message_for(store: &dyn Store, ws: &str, rfc_id: &str) -> AppResult<Option<MessageRecord>> {
+async fn message_for(
+    store: &dyn Store,
+    ws: &str,
+    rfc_id: &str,
+) -> AppResult<Option<MessageRecord>> {
     let Some((local, _domain)) = rfc_id.rsplit_once('@') else {
         return Ok(None);
     };
@@ -145,18 +154,17 @@ pub async fn record_resend_inbound(
     let data = v.get("data");
     let headers = data.and_then(|d| d.get("headers"));
     let field = |name: &str| {
-        data.and_then(|d| d.get(name))
-            .and_then(|x| match x {
-                Value::String(s) => Some(s.clone()),
-                Value::Array(items) => Some(
-                    items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                ),
-                _ => None,
-            })
+        data.and_then(|d| d.get(name)).and_then(|x| match x {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        })
     };
     let in_reply_to = header(headers, "In-Reply-To").or_else(|| field("in_reply_to"));
     let references = header(headers, "References").or_else(|| field("references"));
