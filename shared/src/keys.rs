@@ -53,6 +53,10 @@ pub const COMPONENTS: &str = "components";
 /// Component name → id (names are unique in a workspace: `{{> name}}` finds them).
 pub const COMPONENT_NAMES: &str = "component-names";
 pub const IMPORTS: &str = "imports";
+/// Analytics counters (days, campaign runs, links): see usecases/analytics.rs.
+pub const ANALYTICS: &str = "analytics";
+/// Tracking events (idempotency per event id, TTL = retention): sort key = event id.
+pub const EVENTS: &str = "events";
 
 /// An import's error report: sort key = `<line, 12 digits>#<n>`.
 pub fn import_errors(ws_id: &str, import_id: &str) -> String {
@@ -86,7 +90,7 @@ pub fn template_versions(ws_id: &str, template_id: &str) -> String {
 
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 18] = [
+pub const DELETABLE_FAMILIES: [&str; 20] = [
     LISTS,
     CONTACTS,
     EMAILS,
@@ -104,6 +108,8 @@ pub const DELETABLE_FAMILIES: [&str; 18] = [
     IDEMPOTENCY,
     SENDERS,
     PROVIDERS,
+    ANALYTICS,
+    EVENTS,
     JOBS,
 ];
 

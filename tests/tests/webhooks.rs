@@ -423,6 +423,13 @@ async fn a_hard_bounce_stops_the_next_campaigns_send_and_bad_webhooks_record_not
     assert_eq!(ack["applied"], 1);
     let (_, ack) = w.resend("msg_r1", &reply, now, SECRET).await;
     assert_eq!(ack["duplicates"], 1);
+    // The campaign's counters: one delivered, one hard bounce, one reply, counted once.
+    let a = w.app.get(&format!("/v1/analytics/campaigns/{first}")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["counts"]["delivered"], 1, "{}", a.body);
+    assert_eq!(a.body["counts"]["bounced_hard"], 1, "{}", a.body);
+    assert_eq!(a.body["counts"]["replied"], 1, "{}", a.body);
+    assert_eq!(a.body["counts"]["complained"], 0, "{}", a.body);
     let m = w.message_to(&first, "ok@example.com").await;
     let replied = m["timeline"]
         .as_array()

@@ -1,6 +1,7 @@
 //! The HTTP surface, once: router, auth, problem+json errors, idempotency, cursors and
 //! the OpenAPI document. Served by functions/api in Lambda and by the runner locally.
 
+pub mod analytics;
 pub mod auth;
 pub mod campaigns;
 pub mod delivery;
@@ -11,6 +12,7 @@ pub mod messages;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod track;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -190,6 +192,10 @@ fn campaign_routes() -> Router<AppState> {
         )
         .route("/v1/campaigns/{id}/preflight", post(preflight_campaign))
         .route("/v1/campaigns/{id}/messages", get(list_campaign_messages))
+        .route(
+            "/v1/campaigns/{id}/resend",
+            post(analytics::resend_campaign),
+        )
 }
 
 /// Provider connections, sender profiles and the outbox (`http::delivery`).
@@ -255,6 +261,13 @@ pub fn router(state: AppState) -> Router {
             get(get_suppression).delete(remove_suppression),
         )
         .merge(campaign_routes())
+        .route("/v1/analytics/overview", get(analytics::overview))
+        .route("/v1/analytics/daily", get(analytics::daily))
+        .route("/v1/analytics/campaigns/{id}", get(analytics::campaign))
+        .route(
+            "/v1/analytics/campaigns/{id}/links",
+            get(analytics::campaign_links),
+        )
         .route("/v1/send", post(messages::send))
         .route("/v1/messages", get(messages::list_messages))
         .route("/v1/messages/{id}", get(messages::get_message))

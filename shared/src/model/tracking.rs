@@ -226,6 +226,35 @@ impl ClickRules {
     }
 }
 
+/// What the tracking handler saw, handed to the recorder (the events queue's record).
+/// The handler has verified the token; classification happens in the recorder, which
+/// knows the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackEvent {
+    /// `evt_…`, given by the handler: the recorder counts each id once.
+    pub id: String,
+    pub workspace_id: String,
+    pub message_id: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    #[serde(flatten)]
+    pub kind: TrackKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// An open or a click (link index and destination, from the verified token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TrackKind {
+    Open,
+    Click { link: u32, url: String },
+}
+
+/// Longest user agent kept with an event (the rest is cut).
+pub const MAX_USER_AGENT: usize = 512;
+
 #[cfg(test)]
 mod tests {
     use super::*;

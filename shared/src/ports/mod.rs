@@ -2,6 +2,7 @@
 
 pub mod blobs;
 pub mod clock;
+pub mod events;
 pub mod provider;
 pub mod queue;
 pub mod scheduler;

@@ -326,6 +326,9 @@ pub async fn transition(
         .await?;
     // Campaign messages move their run's counters (once per batch inside the sender).
     super::campaigns::note_transition(store, m, &next).await;
+    if next.state == MessageState::Sent && m.state != MessageState::Sent {
+        super::analytics::note_sent(store, &next, now).await;
+    }
     Ok(next)
 }
 

@@ -1,10 +1,12 @@
 //! Use cases: what the product does, each a function over the ports. A reader finds
 //! "what happens when X" by opening one file here.
 
+pub mod analytics;
 pub mod campaigns;
 pub mod components;
 pub mod contacts;
 pub mod dispatch;
+pub mod followup;
 pub mod imports;
 pub mod jobs;
 pub mod lists;
@@ -19,6 +21,7 @@ pub mod senders;
 pub mod starter;
 pub mod suppressions;
 pub mod templates;
+pub mod tracking;
 pub mod workspaces;
 
 use serde::Serialize;

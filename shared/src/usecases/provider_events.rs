@@ -13,6 +13,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::analytics::{self, Fact, Occurrence};
 use super::messages::{self, MessageRecord, TransitionError, transition};
 use super::sender_health::{self, HealthConfig, HealthFact};
 use super::suppressions::{self, AddSuppression};
@@ -271,6 +272,24 @@ async fn apply(
     ev: &ProviderEvent,
 ) -> AppResult<()> {
     let changed = update_message(store, now, m, ev).await?;
+    // The analytics counters: a fact counts when it changed the message (once, by the
+    // conditional transition); a soft bounce once per event (the claim).
+    let fact = match &ev.kind {
+        EventKind::Delivered if changed => Some(Fact::Delivered),
+        EventKind::Bounced {
+            class: BounceClass::Permanent,
+            ..
+        } if changed => Some(Fact::Bounced { hard: true }),
+        EventKind::Bounced {
+            class: BounceClass::Transient | BounceClass::Undetermined,
+            ..
+        } => Some(Fact::Bounced { hard: false }),
+        EventKind::Complained { .. } if changed => Some(Fact::Complained),
+        _ => None,
+    };
+    if let Some(fact) = fact {
+        count(store, now, m, fact).await;
+    }
     let source = format!("{}:{}", ev.provider, ev.event_id);
     let suppress = |reason| AddSuppression {
         email: m.to.clone(),
@@ -319,6 +338,19 @@ async fn apply(
         _ => {}
     }
     Ok(())
+}
+
+/// Counts a fact in the analytics counters; a failed counter write is logged, never
+/// fails the event (the message and the suppression are the truth).
+pub(crate) async fn count(store: &dyn Store, now: DateTime<Utc>, m: &MessageRecord, fact: Fact) {
+    let o = Occurrence {
+        at: now,
+        run: analytics::run_of(m),
+        fact,
+    };
+    if let Err(e) = analytics::record(store, &m.workspace_id, &o).await {
+        tracing::warn!(error = %e, msg = %m.id, "counting a provider event failed");
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {

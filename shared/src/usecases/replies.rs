@@ -101,6 +101,7 @@ pub async fn record_reply(
         provider_events::unclaim(store, &claim).await;
         return Err(e);
     }
+    provider_events::count(store, now, &m, super::analytics::Fact::Replied).await;
     Ok(Recorded::Applied {
         workspace_id: m.workspace_id,
         message_id: m.id,
