@@ -12,7 +12,7 @@ source "$ROOT/scripts/lib.sh"
 
 # One entry per Lambda binary (a workspace package under functions/ with a bin of the
 # same name). Add new functions here and in template.yaml.
-FUNCTIONS=(api dispatch send import track recorder)
+FUNCTIONS=(api dispatch send import track recorder webhooks)
 TARGET=x86_64-unknown-linux-gnu
 
 # cargo-lambda links with zig (from the ziglang wheel) to target Lambda's glibc.

@@ -61,6 +61,10 @@ pub struct DeliverySettings {
     pub directory: Option<Arc<dyn Directory>>,
     /// Tests: a clock that moves only when told to.
     pub manual_clock: Option<Arc<ManualClock>>,
+    /// How provider events act (soft-bounce limit, sender-health thresholds).
+    pub events: mailpilot_shared::usecases::provider_events::EventConfig,
+    /// Where SNS signing certificates come from; `None`: over HTTPS from SNS.
+    pub sns_certs: Option<Arc<dyn mailpilot_shared::webhooks::sns::CertFetcher>>,
 }
 
 impl std::fmt::Debug for DeliverySettings {
@@ -84,6 +88,8 @@ impl Default for DeliverySettings {
             persist_queues: true,
             directory: None,
             manual_clock: None,
+            events: Default::default(),
+            sns_certs: None,
         }
     }
 }
@@ -392,6 +398,14 @@ pub async fn start_with_store(
         priority: engine.priority.clone(),
         clock: engine.clock.clone(),
         retention_days: d.retention_days,
+    });
+    state.set_webhooks(mailpilot_shared::http::webhooks::WebhookPorts {
+        certs: d
+            .sns_certs
+            .clone()
+            .unwrap_or_else(|| Arc::new(mailpilot_shared::webhooks::sns::HttpCertFetcher::new())),
+        clock: engine.clock.clone(),
+        events: d.events.clone(),
     });
     let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
     let workers = engine.spawn(d.workers, d.dispatch_every, stop_rx);

@@ -34,6 +34,8 @@ pub const COUNTERS: &str = "counters";
 /// Campaigns (sort key = campaign id) and their runs (sort key = `<campaign>#<run>`).
 pub const CAMPAIGNS: &str = "campaigns";
 pub const CAMPAIGN_RUNS: &str = "cruns";
+/// Provider events already applied (sort key = `<provider>#<event id>`): the redelivery guard.
+pub const PROVIDER_EVENTS: &str = "pevents";
 
 /// Global pointer: a provider's message id → workspace and message (for events).
 pub fn provider_message(provider: &str, provider_message_id: &str) -> (String, String) {
@@ -88,13 +90,14 @@ pub fn template_versions(ws_id: &str, template_id: &str) -> String {
 
 /// Workspace partitions whose items the delete-workspace job removes, in order
 /// (children before the parents they are found from).
-pub const DELETABLE_FAMILIES: [&str; 19] = [
+pub const DELETABLE_FAMILIES: [&str; 20] = [
     LISTS,
     CONTACTS,
     EMAILS,
     EXTERNAL_IDS,
     SUPPRESSIONS,
     MESSAGES,
+    PROVIDER_EVENTS,
     COUNTERS,
     TEMPLATES,
     COMPONENTS,

@@ -10,6 +10,7 @@ pub mod adapters;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod mime;
 pub mod model;
 pub mod ports;

@@ -494,6 +494,130 @@ fn the_dispatcher_runs_every_minute_alone_with_a_scoped_role() {
     );
 }
 
+// ---- provider events and alarms ---------------------------------------------------
+
+#[test]
+fn ses_events_flow_from_the_configuration_set_to_the_webhooks_function() {
+    let t = template();
+    let r = &t["Resources"];
+    let dest = &r["SesEventDestination"]["Properties"];
+    assert_eq!(
+        dest["ConfigurationSetName"],
+        json!({"Ref": "SesConfigurationSet"})
+    );
+    let types: Vec<&str> = dest["EventDestination"]["MatchingEventTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for t in [
+        "send",
+        "reject",
+        "bounce",
+        "complaint",
+        "delivery",
+        "deliveryDelay",
+        "renderingFailure",
+    ] {
+        assert!(types.contains(&t), "{t} is not published");
+    }
+    assert!(dest["EventDestination"]["EventBridgeDestination"]["EventBusArn"].is_object());
+    let rule = &r["SesEventsRule"]["Properties"];
+    assert_eq!(rule["EventPattern"]["source"], json!(["aws.ses"]));
+    assert_eq!(
+        rule["Targets"][0]["Arn"],
+        json!({"Fn::GetAtt": "SesEventsQueue.Arn"})
+    );
+    // Only the rule may write to the queue.
+    let policy = &r["SesEventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(policy["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(
+        policy["Condition"]["ArnEquals"]["aws:SourceArn"],
+        json!({"Fn::GetAtt": "SesEventsRule.Arn"})
+    );
+    let q = &r["SesEventsQueue"]["Properties"];
+    assert_eq!(
+        q["RedrivePolicy"]["deadLetterTargetArn"],
+        json!({"Fn::GetAtt": "SesEventsDeadLetterQueue.Arn"})
+    );
+
+    let f = &r["WebhooksFunction"];
+    let p = &f["Properties"];
+    assert_eq!(p["CodeUri"], "target/lambda/webhooks/");
+    let http = &p["Events"]["Webhooks"]["Properties"];
+    assert_eq!(http["Path"], "/webhooks/{proxy+}");
+    assert_eq!(http["Method"], "POST");
+    let sqs = &p["Events"]["SesEvents"]["Properties"];
+    assert_eq!(sqs["Queue"], json!({"Fn::GetAtt": "SesEventsQueue.Arn"}));
+    assert_eq!(
+        sqs["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    let visibility = q["VisibilityTimeout"].as_u64().unwrap();
+    assert!(visibility >= 6 * p["Timeout"].as_u64().unwrap());
+    // Least privilege: its table's items and the secret, nothing else.
+    for (actions, resources) in statements(f) {
+        for a in &actions {
+            assert!(
+                a.starts_with("dynamodb:") || a == "secretsmanager:GetSecretValue",
+                "unexpected action {a}"
+            );
+            assert!(
+                !matches!(a.as_str(), "dynamodb:Scan" | "dynamodb:DeleteTable"),
+                "{a}"
+            );
+        }
+        for res in &resources {
+            assert!(
+                *res == json!({"Fn::GetAtt": "Table.Arn"})
+                    || *res == json!({"Ref": "MailpilotSecrets"}),
+                "unexpected resource {res}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_queue_has_depth_or_age_alarms_and_the_account_reputation_is_watched() {
+    let t = template();
+    let r = t["Resources"].as_object().unwrap();
+    let alarms: Vec<&Json> = r
+        .values()
+        .filter(|v| v["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|v| &v["Properties"])
+        .collect();
+    let watched = |metric: &str, queue: &str| {
+        alarms.iter().any(|a| {
+            a["MetricName"] == metric
+                && a["Dimensions"][0]["Value"]
+                    == json!({"Fn::GetAtt": format!("{queue}.QueueName")})
+                && a["AlarmActions"] == json!([{"Ref": "AlarmTopic"}])
+        })
+    };
+    for (id, q) in r.iter().filter(|(_, v)| v["Type"] == "AWS::SQS::Queue") {
+        assert!(
+            watched("ApproximateAgeOfOldestMessage", id),
+            "{id} has no oldest-message alarm"
+        );
+        if q["Properties"]["RedrivePolicy"].is_null() {
+            // A dead-letter queue: any record in it is worth a look.
+            assert!(
+                watched("ApproximateNumberOfMessagesVisible", id),
+                "{id} has no depth alarm"
+            );
+        }
+    }
+    for metric in ["Reputation.BounceRate", "Reputation.ComplaintRate"] {
+        assert!(
+            alarms
+                .iter()
+                .any(|a| a["Namespace"] == "AWS/SES" && a["MetricName"] == metric),
+            "{metric} is not watched"
+        );
+    }
+}
+
 #[test]
 fn every_function_is_packaged() {
     let t = template();

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use mailpilot_shared::metrics;
 use mailpilot_shared::ports::clock::Clock;
 use mailpilot_shared::ports::queue::{Lane, Queue};
 use mailpilot_shared::ports::store::Store;
@@ -31,6 +32,15 @@ pub struct SqsRecord {
     pub body: String,
     #[serde(rename = "eventSourceARN", default)]
     pub event_source_arn: String,
+    #[serde(default)]
+    pub attributes: SqsAttributes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SqsAttributes {
+    /// Milliseconds since the epoch when the queue received the record (queue lag).
+    #[serde(rename = "SentTimestamp", default)]
+    pub sent_timestamp: Option<String>,
 }
 
 /// The partial batch response (`ReportBatchItemFailures`).
@@ -101,7 +111,26 @@ impl Handler {
                     body: r.body.clone(),
                 })
                 .collect();
-            let (outcomes, queue) = match self.kind_of(&arn) {
+            let kind = self.kind_of(&arn);
+            let lane_name = match &kind {
+                Kind::DeadLetter => "dead_letter",
+                Kind::Lane(Lane::Bulk) => "bulk",
+                Kind::Lane(Lane::Priority) => "priority",
+            };
+            let now_ms = self.clock.now().timestamp_millis();
+            let lag = records
+                .iter()
+                .filter_map(|r| r.attributes.sent_timestamp.as_deref()?.parse::<i64>().ok())
+                .map(|sent| (now_ms - sent).max(0))
+                .max();
+            if let Some(lag) = lag {
+                metrics::emit(
+                    "send",
+                    &[("Lane", lane_name)],
+                    &[("QueueLag", lag as f64, metrics::Unit::Milliseconds)],
+                );
+            }
+            let (outcomes, queue) = match kind {
                 Kind::DeadLetter => (
                     send::handle_dead_letters(self.store.as_ref(), self.clock.as_ref(), &incoming)
                         .await,
@@ -125,6 +154,23 @@ impl Handler {
                     )
                 }
             };
+            let (mut done, mut retried, mut failed) = (0.0, 0.0, 0.0);
+            for o in &outcomes {
+                match o {
+                    Outcome::Done => done += 1.0,
+                    Outcome::RetryAfter(_) => retried += 1.0,
+                    Outcome::Failed => failed += 1.0,
+                }
+            }
+            metrics::emit(
+                "send",
+                &[("Lane", lane_name)],
+                &[
+                    ("RecordsDone", done, metrics::Unit::Count),
+                    ("RecordsRetried", retried, metrics::Unit::Count),
+                    ("RecordsFailed", failed, metrics::Unit::Count),
+                ],
+            );
             for (r, o) in records.iter().zip(outcomes) {
                 match o {
                     Outcome::Done => {}

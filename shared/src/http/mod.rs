@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod track;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -76,6 +77,8 @@ pub struct Inner {
     campaigns: std::sync::OnceLock<campaigns::CampaignPorts>,
     /// What `POST /v1/send` needs; set once at start ([`AppState::set_sending`]).
     pub sending: std::sync::OnceLock<Sending>,
+    /// What the provider webhooks need ([`AppState::set_webhooks`]).
+    pub webhooks: std::sync::OnceLock<webhooks::WebhookPorts>,
 }
 
 /// The delivery engine's side of the API: sender profiles and the high-priority queue.
@@ -113,6 +116,7 @@ impl AppState {
             keys: auth::KeyCache::default(),
             campaigns: std::sync::OnceLock::new(),
             sending: std::sync::OnceLock::new(),
+            webhooks: std::sync::OnceLock::new(),
         }))
     }
 
@@ -128,6 +132,11 @@ impl AppState {
     /// Enables `POST /v1/send` (once; a second call is ignored).
     pub fn set_sending(&self, sending: Sending) {
         let _ = self.0.sending.set(sending);
+    }
+
+    /// Enables the provider webhooks (once; a second call is ignored).
+    pub fn set_webhooks(&self, ports: webhooks::WebhookPorts) {
+        let _ = self.0.webhooks.set(ports);
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -183,7 +192,10 @@ fn campaign_routes() -> Router<AppState> {
         )
         .route("/v1/campaigns/{id}/preflight", post(preflight_campaign))
         .route("/v1/campaigns/{id}/messages", get(list_campaign_messages))
-        .route("/v1/campaigns/{id}/resend", post(analytics::resend_campaign))
+        .route(
+            "/v1/campaigns/{id}/resend",
+            post(analytics::resend_campaign),
+        )
 }
 
 /// Provider connections, sender profiles and the outbox (`http::delivery`).
@@ -307,6 +319,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(keyed)
         .merge(admin)
+        .route(
+            "/webhooks/resend/{workspace_id}/{connection_id}",
+            post(webhooks::resend_webhook),
+        )
+        .route(
+            "/webhooks/ses/{workspace_id}/{connection_id}",
+            post(webhooks::ses_webhook),
+        )
         .route("/openapi.json", get(openapi::serve))
         .route("/health", get(health))
         .fallback(not_found)

@@ -150,6 +150,7 @@ pub fn json() -> &'static str {
     DOC.get_or_init(|| {
         ApiDoc::openapi()
             .merge_from(super::delivery::DeliveryDoc::openapi())
+            .merge_from(super::webhooks::WebhooksDoc::openapi())
             .to_json()
             .unwrap_or_else(|_| "{}".into())
     })

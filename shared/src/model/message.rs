@@ -254,6 +254,14 @@ pub fn next_state(
         (S::Sending | S::Planned | S::Queued, T::Defer(_)) => Some(S::Deferred),
         (S::Planned | S::Queued | S::Sending | S::Deferred, T::Skip(_)) => Some(S::Skipped),
         (S::Planned | S::Queued | S::Sending | S::Deferred, T::Fail(_)) => Some(S::Failed),
+        // The provider accepted it, then refused it after all (SES Reject, Rendering
+        // Failure): a permanent failure, also of an unknown outcome.
+        (S::Sent, T::Fail(FailReason::Permanent(_))) => Some(S::Failed),
+        (S::Failed, T::Fail(FailReason::Permanent(_)))
+            if failure == Some(&FailReason::UnknownOutcome) =>
+        {
+            Some(S::Failed)
+        }
         // Delivery facts: a bounce or complaint can follow a delivery; unknown outcomes
         // are settled by the provider's events.
         (S::Sent, T::Delivered) => Some(S::Delivered),
@@ -407,6 +415,15 @@ mod tests {
         );
         let p = FailReason::Permanent("550".into());
         assert!(next_state(S::Failed, &T::Delivered, Some(&p), false).is_err());
+        let rejected = T::Fail(FailReason::Permanent("reject".into()));
+        assert_eq!(
+            next_state(S::Failed, &rejected, Some(&u), false).unwrap(),
+            S::Failed
+        );
+        assert!(next_state(S::Failed, &rejected, Some(&p), false).is_err());
+        assert_eq!(go(S::Sent, rejected).unwrap(), S::Failed);
+        assert!(go(S::Delivered, T::Fail(FailReason::Permanent("x".into()))).is_err());
+        assert!(go(S::Sent, T::Fail(FailReason::DeadLetter)).is_err());
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct CampaignRecord {
     pub run_id: Option<String>,
     #[serde(default)]
     pub runs: u32,
+    /// Why it is paused: `manual` (`POST /pause`) or `sender_health:<rate>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
@@ -287,6 +290,9 @@ pub struct Campaign {
     /// Runs, newest first, with their counts (on `GET /v1/campaigns/{id}` and actions;
     /// empty in lists).
     pub runs: Vec<RunStatus>,
+    /// While paused: `manual`, or `sender_health:complaint_rate` /
+    /// `sender_health:hard_bounce_rate` when the sender's health paused it.
+    pub pause_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -307,6 +313,7 @@ impl From<CampaignRecord> for Campaign {
             scheduled_at: r.scheduled_at,
             run_id: r.run_id,
             runs: vec![],
+            pause_reason: r.pause_reason,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -490,6 +497,7 @@ pub async fn create(store: &dyn Store, ws: &str, input: CreateCampaign) -> AppRe
         scheduled_at: input.scheduled_at,
         run_id: None,
         runs: 0,
+        pause_reason: None,
         created_at: now,
         updated_at: now,
         version: 1,
@@ -929,9 +937,20 @@ pub async fn unschedule(deps: &LaunchDeps<'_>, ws: &str, id: &str) -> AppResult<
 /// Pauses the current run: planning stops after its page, the sender parks the run's
 /// messages it receives (they wait, deferred, until resume).
 pub async fn pause(store: &dyn Store, ws: &str, id: &str) -> AppResult<Campaign> {
+    pause_because(store, ws, id, "manual").await
+}
+
+/// Pauses with a reason the API shows (`manual`, `sender_health:…`).
+pub async fn pause_because(
+    store: &dyn Store,
+    ws: &str,
+    id: &str,
+    reason: &str,
+) -> AppResult<Campaign> {
     let mut c = load(store, ws, id).await?;
     c.state =
         next_state(c.state, CampaignAction::Pause).map_err(|_| not_in_state(&c, "be paused"))?;
+    c.pause_reason = Some(reason.to_string());
     save(store, ws, &mut c).await?;
     with_runs(store, ws, c).await
 }
@@ -947,6 +966,7 @@ pub async fn resume(deps: &LaunchDeps<'_>, ws: &str, id: &str) -> AppResult<Camp
         },
     )
     .map_err(|_| not_in_state(&c, "be resumed"))?;
+    c.pause_reason = None;
     save(deps.store, ws, &mut c).await?;
     let base = PlanTask {
         ws: ws.to_string(),

@@ -151,6 +151,10 @@ pub struct SesSettings {
     pub access_key_id: Option<String>,
     #[serde(default)]
     pub secret_access_key: Option<SealedSecret>,
+    /// SNS topics allowed to post this connection's SES events to `/webhooks/ses/…`
+    /// (any AWS account can produce validly signed SNS messages).
+    #[serde(default)]
+    pub sns_topic_arns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,6 +240,7 @@ pub enum SettingsView {
         access_key_id: Option<String>,
         /// Redacted.
         secret_access_key: Option<String>,
+        sns_topic_arns: Vec<String>,
     },
     Resend {
         /// Redacted (`********` and the key's last four characters).
@@ -285,6 +290,7 @@ impl From<&ProviderConnection> for ProviderView {
                 configuration_set: s.configuration_set.clone(),
                 access_key_id: s.access_key_id.as_deref().map(redact_id),
                 secret_access_key: s.secret_access_key.as_ref().map(SealedSecret::redacted),
+                sns_topic_arns: s.sns_topic_arns.clone(),
             },
             StoredSettings::Resend(s) => SettingsView::Resend {
                 api_key: s.api_key.redacted(),
@@ -353,6 +359,10 @@ pub enum SettingsInput {
         access_key_id: Option<String>,
         #[serde(default)]
         secret_access_key: Option<Secret>,
+        /// SNS topic ARNs allowed to post SES events to `/webhooks/ses/{workspace}/{connection}`.
+        #[serde(default)]
+        #[schema(max_items = 10)]
+        sns_topic_arns: Vec<String>,
     },
     Resend {
         api_key: Secret,
@@ -415,6 +425,9 @@ pub enum SettingsPatch {
         #[serde(default, deserialize_with = "crate::serde_util::double_option")]
         #[schema(value_type = Option<String>)]
         secret_access_key: Option<Option<Secret>>,
+        #[serde(default)]
+        #[schema(max_items = 10)]
+        sns_topic_arns: Option<Vec<String>>,
     },
     Resend {
         #[serde(default)]
@@ -714,6 +727,37 @@ fn check_configuration_set(v: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// `arn:aws:sns:<region>:<account>:<name>`, at most 10.
+fn check_topic_arns(arns: &[String], errors: &mut Vec<FieldError>) {
+    if arns.len() > 10 {
+        errors.push(FieldError::new(
+            "/settings/sns_topic_arns",
+            "at most 10 topics",
+        ));
+    }
+    for (i, arn) in arns.iter().enumerate() {
+        let parts: Vec<&str> = arn.split(':').collect();
+        let ok = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[1].starts_with("aws")
+            && parts[2] == "sns"
+            && !parts[3].is_empty()
+            && parts[4].len() == 12
+            && parts[4].bytes().all(|b| b.is_ascii_digit())
+            && !parts[5].is_empty()
+            && parts[5].len() <= 256
+            && parts[5]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !ok {
+            errors.push(FieldError::new(
+                format!("/settings/sns_topic_arns/{i}"),
+                "not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)",
+            ));
+        }
+    }
+}
+
 fn check_access_key_id(v: &str, errors: &mut Vec<FieldError>) {
     if !(16..=128).contains(&v.len()) || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
         errors.push(FieldError::new(
@@ -808,7 +852,9 @@ fn settings_from_input(
             configuration_set,
             access_key_id,
             secret_access_key,
+            sns_topic_arns,
         } => {
+            check_topic_arns(sns_topic_arns, errors);
             let region = region.trim().to_string();
             check_region(&region, errors);
             if let Some(c) = configuration_set {
@@ -828,6 +874,7 @@ fn settings_from_input(
                 secret_access_key: secret_access_key
                     .as_ref()
                     .map(|s| SealedSecret::seal(sealer, s, false)),
+                sns_topic_arns: sns_topic_arns.clone(),
             })
         }
         SettingsInput::Resend {
@@ -1037,8 +1084,13 @@ fn apply_settings_patch(
                 configuration_set,
                 access_key_id,
                 secret_access_key,
+                sns_topic_arns,
             },
         ) => {
+            if let Some(t) = sns_topic_arns {
+                check_topic_arns(t, errors);
+                s.sns_topic_arns = t.clone();
+            }
             if let Some(r) = region {
                 s.region = r.trim().to_string();
                 check_region(&s.region, errors);

@@ -670,7 +670,8 @@ async fn send_group(
     let mut out = Vec::new();
     let n = group.len() as u64;
     let day = cap_day(now, route.sender_tz);
-    let day_end = (now + Duration::days(3)).timestamp();
+    // Kept past the day: sender health reads the last week's counts (`usecases::sender_health`).
+    let day_end = (now + Duration::days(10)).timestamp();
     let sender_key = counter_key(ws, format!("sender#{}#{day}", route.sender_id));
     let ws_key = counter_key(ws, format!("day#{}", now.date_naive()));
     // Transactional mail counts toward the caps but is never held back by them.
