@@ -16,7 +16,7 @@
 #
 # Knobs: BENCH_IMPORT_SIZES ("100000 1000000"), BENCH_OUT (keep the raw results there),
 # BENCH_IMPORT_ENV (extra env for the runner, e.g. "MAILPILOT_IMPORT_CHUNK_ROWS=2000"),
-# BENCH_IMPORT_PROFILE (release; `debug` only for a quick functional run on a machine
+# BENCH_IMPORT_NO_BUILD=1 (use the binaries already built), BENCH_IMPORT_PROFILE (release; `debug` only for a quick functional run on a machine
 # without a release build: its times are not the benchmark's).
 set -euo pipefail
 
@@ -47,7 +47,9 @@ PROFILE="${BENCH_IMPORT_PROFILE:-release}"
 log "building ($PROFILE): mailpilot, csv-parse"
 # One cargo invocation for both packages: the shared crate is built once, with the
 # features both need (two invocations would build it twice).
-if [ "$PROFILE" = release ]; then
+if [ -n "${BENCH_IMPORT_NO_BUILD:-}" ]; then
+  warn "BENCH_IMPORT_NO_BUILD: using the binaries already built"
+elif [ "$PROFILE" = release ]; then
   cargo build --release -p mailpilot-runner --bin mailpilot -p mailpilot-bench --bin csv-parse
 else
   cargo build -p mailpilot-runner --bin mailpilot -p mailpilot-bench --bin csv-parse
@@ -130,7 +132,8 @@ SQL
     "$(jq -c '{status, rows_read, created, updated, failed, skipped}' <<<"$state")" >&2
   rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$RUNNER_PID/status")
   sleep 0.3
-  writes=$(grep -o 'item_writes[^ ]*' "$WORK/runner-$n.log" | tail -n 1 | grep -o '[0-9]*' || echo 0)
+  writes=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/runner-$n.log" | grep -o 'item_writes=[0-9]*' | tail -n 1 | cut -d= -f2)
+  writes=${writes:-0}
   stop_pid "$RUNNER_PID"
   RUNNER_PID=""
   rm -rf "$data"
