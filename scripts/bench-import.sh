@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # The CSV import benchmark (results: BENCHMARKS.md, "CSV import").
 #
-# Generates a realistic 1,000,000-row CSV (bench/gen_import_csv.py: fixed seed,
-# 8 columns, some quoting, 1% bad rows) and its first 100,000 rows, then for each size,
-# in the same run:
+# Generates realistic CSV files (bench/gen_import_csv.py: fixed seed, 8 columns, some
+# quoting, 1% bad rows; the smaller file is the first rows of the larger), then for each
+# size, in the same run:
 #   1. baseline: a parse-only loop with the csv crate over the file (csv-parse);
-#   2. baseline: sqlite3's `.import` of the file into an empty table;
-#   3. the import on the local runner (release build, embedded store, fresh data dir):
-#      POST /v1/imports, PUT the file, poll GET /v1/imports/{id} until it ends.
-#      Reports wall time (upload + import), rows/s, item writes per row (the store's
-#      own write counter, logged by the runner at the end of the run) and the peak RSS
-#      of the runner process (VmHWM from /proc).
+#   2. baseline: sqlite3's `.import` of the file into an empty (new) table;
+#   3. the import on the local runner (release build, embedded store, fresh data dir,
+#      default fsync): POST /v1/imports, PUT the file, poll GET /v1/imports/{id} until
+#      it ends, printing a progress line (status, rows, bytes, the runner's RSS) about
+#      once a second. Reports wall time (upload + import), rows/s, item writes per row
+#      (the store's own write counter, logged by the runner at the end of the run) and
+#      the peak RSS of the runner process (VmHWM from /proc).
+# The load average is recorded before and after each size: the machine may be shared.
 #
 # Knobs: BENCH_IMPORT_SIZES ("100000 1000000"), BENCH_OUT (keep the raw results there),
-# BENCH_IMPORT_PROFILE (release; `debug` only for a quick functional run on a machine
+# BENCH_IMPORT_ENV (extra env for the runner, e.g. "MAILPILOT_IMPORT_CHUNK_ROWS=2000"),
+# BENCH_IMPORT_NO_BUILD=1 (use the binaries already built), BENCH_IMPORT_PROFILE (release; `debug` only for a quick functional run on a machine
 # without a release build: its times are not the benchmark's).
 set -euo pipefail
 
@@ -24,7 +27,7 @@ source "$ROOT/scripts/lib.sh"
 
 SIZES="${BENCH_IMPORT_SIZES:-100000 1000000}"
 command -v sqlite3 >/dev/null 2>&1 || apt_install sqlite3
-for tool in cargo curl jq python3; do
+for tool in cargo curl jq python3 bc; do
   command -v "$tool" >/dev/null 2>&1 || die "needs $tool"
 done
 
@@ -42,25 +45,39 @@ trap cleanup EXIT
 
 PROFILE="${BENCH_IMPORT_PROFILE:-release}"
 log "building ($PROFILE): mailpilot, csv-parse"
-if [ "$PROFILE" = release ]; then
-  cargo build --release -p mailpilot-runner --bin mailpilot
-  cargo build --release -p mailpilot-bench --bin csv-parse
+# One cargo invocation for both packages: the shared crate is built once, with the
+# features both need (two invocations would build it twice).
+if [ -n "${BENCH_IMPORT_NO_BUILD:-}" ]; then
+  warn "BENCH_IMPORT_NO_BUILD: using the binaries already built"
+elif [ "$PROFILE" = release ]; then
+  cargo build --release -p mailpilot-runner --bin mailpilot -p mailpilot-bench --bin csv-parse
 else
-  cargo build -p mailpilot-runner --bin mailpilot
-  cargo build -p mailpilot-bench --bin csv-parse
+  cargo build -p mailpilot-runner --bin mailpilot -p mailpilot-bench --bin csv-parse
 fi
 TARGET="$(cargo_target_dir)/$PROFILE"
 
-log "generating the files"
-python3 bench/gen_import_csv.py 1000000 "$WORK/1000000.csv"
-head -n 100001 "$WORK/1000000.csv" >"$WORK/100000.csv"
+log "machine"
+{
+  date -u '+date: %Y-%m-%d %H:%M:%S UTC'
+  echo "nproc: $(nproc)"
+  echo "cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "sqlite3: $(sqlite3 --version | cut -d' ' -f1)"
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$WORK/machine.log" >&2
+
+log "generating the files (fixed seed)"
+for n in $SIZES; do
+  python3 bench/gen_import_csv.py "$n" "$WORK/$n.csv"
+done
 
 now() { date +%s.%N; }
+secs_since() { echo "$(now) - $1" | bc -l; }
 
 for n in $SIZES; do
   file="$WORK/$n.csv"
-  [ -f "$file" ] || python3 bench/gen_import_csv.py "$n" "$file"
   bytes=$(wc -c <"$file")
+  load_before=$(cut -d' ' -f1 /proc/loadavg)
 
   log "$n rows: csv crate, parse only"
   parse=$("$TARGET/csv-parse" "$file")
@@ -72,17 +89,18 @@ for n in $SIZES; do
 .mode csv
 .import $file contacts
 SQL
-  t1=$(now)
-  sqlite_secs=$(echo "$t1 - $t0" | bc -l)
+  sqlite_secs=$(secs_since "$t0")
   sqlite_rows=$(sqlite3 "$WORK/sqlite.db" 'select count(*) from contacts')
+  rm -f "$WORK/sqlite.db"
 
   log "$n rows: import on the local runner"
   data="$WORK/data-$n"
   mkdir -p "$data"
   key=$(MAILPILOT_DATA="$data" "$TARGET/mailpilot" workspace create bench | jq -r .api_key)
   port=$(free_port)
-  MAILPILOT_ADDR="127.0.0.1:$port" MAILPILOT_DATA="$data" MAILPILOT_KEY_RATE=0 RUST_LOG=info \
-    "$TARGET/mailpilot" serve >"$WORK/runner-$n.log" 2>&1 &
+  # shellcheck disable=SC2086
+  env ${BENCH_IMPORT_ENV:-} MAILPILOT_ADDR="127.0.0.1:$port" MAILPILOT_DATA="$data" \
+    MAILPILOT_KEY_RATE=0 RUST_LOG=info "$TARGET/mailpilot" serve >"$WORK/runner-$n.log" 2>&1 &
   RUNNER_PID=$!
   base="http://127.0.0.1:$port"
   wait_http "$base/health" 60 "$RUNNER_PID" || die "the runner did not start"
@@ -91,45 +109,54 @@ SQL
   t0=$(now)
   curl -sf -X PUT "$base/v1/imports/$id/file" -H "Authorization: Bearer $key" \
     --data-binary "@$file" -o /dev/null
-  t_up=$(now)
-  samples=0
+  upload_secs=$(secs_since "$t0")
+  last_print=0
   while :; do
     state=$(curl -sf "$base/v1/imports/$id" -H "Authorization: Bearer $key")
     status=$(jq -r .status <<<"$state")
     case "$status" in
       completed | completed_with_errors | failed) break ;;
     esac
-    samples=$((samples + 1))
-    if [ $((samples % 20)) -eq 1 ]; then
-      printf '  progress: %s rows, %s of %s bytes\n' "$(jq .rows_read <<<"$state")" \
-        "$(jq .bytes_processed <<<"$state")" "$(jq .bytes_total <<<"$state")" >&2
+    t=$(now)
+    if [ "$(echo "$t - $last_print >= 1" | bc -l)" = 1 ]; then
+      last_print=$t
+      rss=$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$RUNNER_PID/status")
+      printf '  progress %6.1fs: %s, %s rows read, %s of %s bytes, runner RSS %s MB\n' \
+        "$(echo "$t - $t0" | bc -l)" "$status" "$(jq .rows_read <<<"$state")" \
+        "$(jq .bytes_processed <<<"$state")" "$(jq .bytes_total <<<"$state")" "$rss" >&2
     fi
-    sleep 0.1
+    sleep 0.2
   done
-  t1=$(now)
+  total_secs=$(secs_since "$t0")
+  printf '  done %6.1fs: %s\n' "$total_secs" \
+    "$(jq -c '{status, rows_read, created, updated, failed, skipped}' <<<"$state")" >&2
   rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$RUNNER_PID/status")
   sleep 0.3
-  writes=$(grep -o 'item_writes[^ ]*' "$WORK/runner-$n.log" | tail -n 1 | grep -o '[0-9]*' || echo 0)
+  writes=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/runner-$n.log" | grep -o 'item_writes=[0-9]*' | tail -n 1 | cut -d= -f2)
+  writes=${writes:-0}
   stop_pid "$RUNNER_PID"
   RUNNER_PID=""
+  rm -rf "$data"
   jq -n --argjson n "$n" --argjson bytes "$bytes" --argjson parse "$parse" \
     --argjson sqlite_secs "$sqlite_secs" --argjson sqlite_rows "$sqlite_rows" \
-    --argjson upload_secs "$(echo "$t_up - $t0" | bc -l)" \
-    --argjson total_secs "$(echo "$t1 - $t0" | bc -l)" \
+    --argjson upload_secs "$upload_secs" --argjson total_secs "$total_secs" \
     --argjson rss_kb "$rss_kb" --argjson writes "$writes" --argjson state "$state" \
+    --argjson load_before "$load_before" --argjson load_after "$(cut -d' ' -f1 /proc/loadavg)" \
     '{rows: $n, bytes: $bytes, parse_secs: $parse.secs, sqlite_secs: $sqlite_secs,
       sqlite_rows: $sqlite_rows, upload_secs: $upload_secs, total_secs: $total_secs,
       rows_per_sec: ($n / $total_secs), peak_rss_mb: ($rss_kb / 1024),
       item_writes: $writes, writes_per_row: ($writes / $n),
       vs_sqlite: ($total_secs / $sqlite_secs),
+      load_before: $load_before, load_after: $load_after,
       import: ($state | {status, rows_read, created, updated, failed, skipped})}' \
     | tee "$WORK/result-$n.json"
 done
 
 log "summary"
-printf '| rows | csv parse only | sqlite3 .import | runner import (upload + import) | rows/s | × sqlite | item writes/row | peak RSS |\n'
-printf '|---|---|---|---|---|---|---|---|\n'
+cat "$WORK/machine.log"
+printf '| rows | file | csv parse only | sqlite3 .import | runner: upload | runner: upload + import | rows/s | × sqlite | item writes/row | peak RSS | load avg before / after |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
 for n in $SIZES; do
-  jq -r '"| \(.rows) | \(.parse_secs*100|round/100) s | \(.sqlite_secs*100|round/100) s | \(.total_secs*100|round/100) s | \(.rows_per_sec|round) | \(.vs_sqlite*10|round/10) | \(.writes_per_row*100|round/100) | \(.peak_rss_mb|round) MB |"' \
+  jq -r '"| \(.rows) | \(.bytes/1048576*10|round/10) MB | \(.parse_secs*100|round/100) s | \(.sqlite_secs*100|round/100) s | \(.upload_secs*100|round/100) s | \(.total_secs*100|round/100) s | \(.rows_per_sec|round) | \(.vs_sqlite*10|round/10) | \(.writes_per_row*100|round/100) | \(.peak_rss_mb|round) MB | \(.load_before) / \(.load_after) |"' \
     "$WORK/result-$n.json"
 done

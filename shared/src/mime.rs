@@ -136,25 +136,218 @@ pub fn message(parts: &MessageParts) -> Result<Message, MimeError> {
                 "List-Unsubscribe=One-Click".into(),
             ));
     }
+    let part =
+        |ct: ContentType, body: &str| SinglePart::builder().header(ct).body(body::encode(body));
     let message = match (&parts.text, &parts.html) {
-        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
-            text.clone(),
-            html.clone(),
-        )),
-        (None, Some(html)) => builder.singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_HTML)
-                .body(html.clone()),
+        (Some(text), Some(html)) => builder.multipart(
+            MultiPart::alternative()
+                .singlepart(part(ContentType::TEXT_PLAIN, text))
+                .singlepart(part(ContentType::TEXT_HTML, html)),
         ),
-        (Some(text), None) => builder.singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_PLAIN)
-                .body(text.clone()),
-        ),
+        (None, Some(html)) => builder.singlepart(part(ContentType::TEXT_HTML, html)),
+        (Some(text), None) => builder.singlepart(part(ContentType::TEXT_PLAIN, text)),
         (None, None) => return Err(MimeError::NoBody),
     }
     .map_err(|e| MimeError::Build(e.to_string()))?;
     Ok(message)
+}
+
+/// Body encoding: the same bytes lettre's `Body::new` produces (the encoding chosen by
+/// `email_encoding`'s rules, line endings made CRLF, then 7bit / quoted-printable /
+/// base64), in linear time. lettre inserts each missing `\r` with `String::insert`,
+/// which copies the rest of the body once per line: quadratic, and most of the cost of
+/// building a 40 KB newsletter. `tests::body_encoding_matches_lettre` holds the two
+/// byte for byte.
+mod body {
+    use base64::Engine;
+    use lettre::message::Body;
+    use lettre::message::header::ContentTransferEncoding;
+
+    /// RFC 2045's line limit for quoted-printable and base64 (without the CRLF).
+    const LIMIT: usize = 76;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Encoding {
+        SevenBit,
+        QuotedPrintable,
+        Base64,
+    }
+
+    /// `email_encoding::body::Encoding::choose(s, false)` for a `&str`.
+    pub(super) fn choose(s: &str) -> Encoding {
+        let b = s.as_bytes();
+        let mut last = 0;
+        let too_long = memchr_lf(b).any(|i| {
+            let prev = std::mem::replace(&mut last, i);
+            i - prev >= LIMIT
+        }) || b.len() - last >= LIMIT;
+        if s.is_ascii() && !too_long {
+            return Encoding::SevenBit;
+        }
+        let escaped = b
+            .iter()
+            .filter(|&&c| !matches!(c, b'\t' | b' '..=b'~'))
+            .count();
+        if escaped <= b.len() / 3 {
+            Encoding::QuotedPrintable
+        } else {
+            Encoding::Base64
+        }
+    }
+
+    fn memchr_lf(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
+        b.iter()
+            .enumerate()
+            .filter_map(|(i, &c)| (c == b'\n').then_some(i))
+    }
+
+    /// Every `\n` not preceded by `\r` gets one (lettre's `in_place_crlf_line_endings`).
+    pub(super) fn crlf(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len() + b.len() / 32 + 2);
+        let mut from = 0;
+        for (i, &c) in b.iter().enumerate() {
+            if c == b'\n' && (i == 0 || b[i - 1] != b'\r') {
+                out.extend_from_slice(&b[from..i]);
+                out.push(b'\r');
+                from = i;
+            }
+        }
+        out.extend_from_slice(&b[from..]);
+        out
+    }
+
+    /// The body of a text part, encoded.
+    pub(super) fn encode(s: &str) -> Body {
+        let encoding = choose(s);
+        let buf = crlf(s);
+        match encoding {
+            Encoding::SevenBit => {
+                Body::dangerous_pre_encoded(buf, ContentTransferEncoding::SevenBit)
+            }
+            Encoding::QuotedPrintable => Body::dangerous_pre_encoded(
+                quoted_printable(&buf),
+                ContentTransferEncoding::QuotedPrintable,
+            ),
+            Encoding::Base64 => {
+                Body::dangerous_pre_encoded(base64_lines(&buf), ContentTransferEncoding::Base64)
+            }
+        }
+    }
+
+    /// `email_encoding::body::base64::encode`: 57-byte chunks, 76-character lines
+    /// joined by CRLF, no CRLF after the last.
+    fn base64_lines(b: &[u8]) -> Vec<u8> {
+        let mut out = String::with_capacity(b.len().div_ceil(57) * 78);
+        for (n, chunk) in b.chunks(LIMIT / 4 * 3).enumerate() {
+            if n > 0 {
+                out.push_str("\r\n");
+            }
+            base64::engine::general_purpose::STANDARD.encode_string(chunk, &mut out);
+        }
+        out.into_bytes()
+    }
+
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+    fn safe(c: u8) -> bool {
+        matches!(c, b'\t' | b' '..=b'<' | b'>'..=b'~')
+    }
+
+    /// The `quoted_printable` crate's `encode` (text mode, 76 characters), with its
+    /// exact line-breaking decisions, copying runs of plain bytes as slices.
+    struct Qp {
+        out: Vec<u8>,
+        on_line: usize,
+        backup: usize,
+    }
+
+    impl Qp {
+        fn append(&mut self, piece: &[u8]) {
+            if self.on_line + piece.len() > LIMIT {
+                if self.on_line == LIMIT {
+                    self.on_line = self.out.len() - self.backup;
+                    let at = self.backup;
+                    self.out.splice(at..at, *b"=\r\n");
+                } else {
+                    self.out.extend_from_slice(b"=\r\n");
+                    self.on_line = 0;
+                }
+            }
+            self.out.extend_from_slice(piece);
+            self.on_line += piece.len();
+            self.backup = self.out.len() - piece.len();
+        }
+
+        fn byte(&mut self, c: u8) {
+            if safe(c) {
+                self.append(&[c]);
+            } else {
+                self.append(&[b'=', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+            }
+        }
+
+        fn trailing_space(&mut self) {
+            let enc: &[u8] = match self.out.last() {
+                Some(b' ') => b"=20",
+                Some(b'\t') => b"=09",
+                _ => return,
+            };
+            self.on_line -= 1;
+            self.out.pop();
+            self.append(enc);
+        }
+    }
+
+    pub(super) fn quoted_printable(input: &[u8]) -> Vec<u8> {
+        let mut q = Qp {
+            out: Vec::with_capacity(input.len() + input.len() / 16 + 16),
+            on_line: 0,
+            backup: 0,
+        };
+        let mut was_cr = false;
+        let mut i = 0;
+        while i < input.len() {
+            let c = input[i];
+            if was_cr {
+                was_cr = false;
+                if c == b'\n' {
+                    q.trailing_space();
+                    q.out.extend_from_slice(b"\r\n");
+                    q.on_line = 0;
+                    i += 1;
+                    continue;
+                }
+                q.append(b"=0D");
+            }
+            if c == b'\r' {
+                was_cr = true;
+                i += 1;
+                continue;
+            }
+            if LIMIT - q.on_line >= 3 && safe(c) {
+                let max = LIMIT - q.on_line - 2;
+                let end = input[i..]
+                    .iter()
+                    .take(max)
+                    .position(|&b| !safe(b))
+                    .map_or((i + max).min(input.len()), |p| i + p);
+                q.out.extend_from_slice(&input[i..end]);
+                q.on_line += end - i;
+                q.backup = q.out.len();
+                i = end;
+                continue;
+            }
+            q.byte(c);
+            i += 1;
+        }
+        if was_cr {
+            q.append(b"=0D");
+        } else {
+            q.trailing_space();
+        }
+        q.out
+    }
 }
 
 #[cfg(test)]
@@ -341,5 +534,52 @@ mod tests {
             )
         );
         assert_eq!(m.body_html(0).as_deref(), Some(long_html.as_str()));
+    }
+
+    // ---- the body encoder against lettre's own ----
+
+    fn lettre_body(s: &str) -> (Vec<u8>, String) {
+        let b = lettre::message::Body::new(s.to_string());
+        (b.clone().into_vec(), format!("{:?}", b.encoding()))
+    }
+
+    fn ours(s: &str) -> (Vec<u8>, String) {
+        let b = body::encode(s);
+        (b.clone().into_vec(), format!("{:?}", b.encoding()))
+    }
+
+    #[test]
+    fn body_encoding_matches_lettre() {
+        let long = "x".repeat(75);
+        let cases = [
+            String::new(),
+            "Hello".into(),
+            "a\nb\r\nc\rd\n\n".into(),
+            format!("{long}\n{long}x\n"),
+            format!("{long} \n{long}\t\r\n end with space "),
+            "=".repeat(200),
+            format!("{}=\n", "y".repeat(74)),
+            format!("{} =\n", "y".repeat(73)),
+            "ñ".repeat(5000),
+            format!("<p>{}</p>\n{}", "Grüße ".repeat(40), "plain ".repeat(30)),
+            "\r".into(),
+            "a \r".into(),
+            "\n".into(),
+            "\n\n\r\n\r\r\n x ".repeat(30),
+        ];
+        for c in &cases {
+            assert_eq!(ours(c), lettre_body(c), "{c:?}");
+        }
+        let newsletter = include_str!("../../bench/fixtures/newsletter.html");
+        assert_eq!(ours(newsletter), lettre_body(newsletter));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn body_encoding_matches_lettre_on_any_text(
+            s in "([a-z =\t\r\n.<>\"é€]{0,6}|x{70,80}| {1,3}\r?\n){0,60}"
+        ) {
+            proptest::prop_assert_eq!(ours(&s), lettre_body(&s));
+        }
     }
 }

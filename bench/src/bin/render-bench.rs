@@ -8,12 +8,15 @@
 //!   click URL, sign the open pixel and the unsubscribe token, and build the RFC 5322
 //!   message (multipart/alternative with the text part, List-Unsubscribe);
 //! - `no tracking`: the same with tracking off (links as written, no pixel);
-//! - `full, no MIME`: `full` without building the message (where the time goes);
+//! - stages, to show where the time goes: the render with and without tracking but no
+//!   MIME, signing the tokens alone, and building the MIME message alone (from one
+//!   rendered message);
 //! - `bare handlebars`: the baseline, the handlebars crate rendering the same
 //!   expanded HTML with the same data into a String (no links, no text, no MIME).
 //!
-//! Sizes: the fixture's article section is repeated or cut to make other sizes (more
-//! articles also means more links). Prints a markdown table.
+//! Sizes: the fixture has 8 articles, each starting at an `<!-- article -->` marker;
+//! `--articles N` cuts or repeats them (2 ≈ 10 KB, 8 = the 40 KB fixture, 20 ≈ 98 KB;
+//! more articles also means more links). Prints a markdown table.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +25,9 @@ use clap::Parser;
 use mailpilot_shared::mime::{self, Mailbox, MessageParts};
 use mailpilot_shared::model::links::LinkKeys;
 use mailpilot_shared::render::{self, ComponentDef, Format, ParamDef, ParamType, Source};
-use mailpilot_shared::usecases::templates::{Content, MessageContext, Recipient, render_prepared};
+use mailpilot_shared::usecases::templates::{
+    Content, MessageContext, Recipient, RenderedMessage, render_prepared,
+};
 use serde_json::{Map, Value as Json, json};
 
 #[derive(Parser)]
@@ -130,9 +135,9 @@ fn main() -> Result<()> {
     let lookup = |name: &str| defs.iter().find(|d| d.name == name).cloned();
     let keys = LinkKeys::parse("k1:0123456789abcdef0123456789abcdef-bench")?;
     println!(
-        "| articles | HTML template | links tracked | case | renders/s (1 core) | output bytes | vs bare |"
+        "| articles | HTML template | links tracked | case | per second (1 core) | µs each | output bytes | vs bare |"
     );
-    println!("|---:|---:|---:|---|---:|---:|---:|");
+    println!("|---:|---:|---:|---|---:|---:|---:|---:|");
     for &n in &args.articles {
         let html = sized(&fixture, n)?;
         let src = Source {
@@ -166,6 +171,20 @@ fn main() -> Result<()> {
             public_url: "https://t.example.com",
             keys: &keys,
         };
+        let parts_of = |i: u64, r: RenderedMessage| MessageParts {
+            message_id: "msg_0123456789abcdefghjkmnpqrs".into(),
+            from: Mailbox::new(Some("Acme"), "news@acme.example"),
+            reply_to: None,
+            to: Mailbox::new(None, &format!("reader{i}@example.com")),
+            subject: r.subject,
+            list_unsubscribe: Some(mime::ListUnsubscribe {
+                url: r.unsubscribe_url,
+                mailto: None,
+            }),
+            html: Some(r.html),
+            text: Some(r.text),
+            date: chrono::Utc::now(),
+        };
         let full = |tracking: bool, build: bool| {
             let m = ctx(tracking);
             let prepared = &prepared;
@@ -175,44 +194,110 @@ fn main() -> Result<()> {
                 if !build {
                     return r.html.len() + r.text.len();
                 }
-                let parts = MessageParts {
-                    message_id: "msg_0123456789abcdefghjkmnpqrs".into(),
-                    from: Mailbox::new(Some("Acme"), "news@acme.example"),
-                    reply_to: None,
-                    to: Mailbox::new(None, &format!("reader{i}@example.com")),
-                    subject: r.subject,
-                    list_unsubscribe: Some(mime::ListUnsubscribe {
-                        url: r.unsubscribe_url,
-                        mailto: None,
-                    }),
-                    html: Some(r.html),
-                    text: Some(r.text),
-                    date: chrono::Utc::now(),
-                };
-                mime::build(&parts).expect("builds").len()
+                mime::build(&parts_of(i, r)).expect("builds").len()
             }
+        };
+        // Stage: MIME building alone, on one rendered message (cloned: the clone of the
+        // parts is part of this row's cost, and small next to the encoding).
+        let one = render_prepared(
+            &prepared,
+            vars(7),
+            &ctx(true),
+            "https://t.example.com",
+            Some(1),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mime_only = |i: u64| {
+            mime::build(&parts_of(i, one.clone()))
+                .expect("builds")
+                .len()
+        };
+        // The same through lettre's own body encoding (what `mime::build` did before:
+        // its line-ending fix-up copies the rest of the body once per line).
+        let mime_lettre = |i: u64| {
+            let p = parts_of(i, one.clone());
+            lettre::Message::builder()
+                .from("Acme <news@acme.example>".parse().expect("from"))
+                .to(p.to.email.parse().expect("to"))
+                .subject(p.subject)
+                .multipart(lettre::message::MultiPart::alternative_plain_html(
+                    p.text.unwrap_or_default(),
+                    p.html.unwrap_or_default(),
+                ))
+                .expect("builds")
+                .formatted()
+                .len()
+        };
+        // Stage: signing the tokens one tracked render signs (each link, the pixel, the
+        // unsubscribe URL), nothing else.
+        let sign_only = |i: u64| {
+            let msg = if i.is_multiple_of(2) {
+                "msg_a"
+            } else {
+                "msg_b"
+            };
+            let mut n = 0;
+            for l in 0..tracked as u32 {
+                n += keys
+                    .sign_click("ws_bench", msg, l, "https://news.example.com/articles/1?utm_source=newsletter&utm_medium=email")
+                    .expect("signs")
+                    .len();
+            }
+            n += keys
+                .sign_message("ws_bench", msg, false)
+                .expect("signs")
+                .len();
+            n + keys
+                .sign_message("ws_bench", msg, true)
+                .expect("signs")
+                .len()
         };
         let (bare_rate, bare_bytes) = rate(args.secs, |i| {
             bare.render("t", &Json::Object(vars(i)))
                 .expect("renders")
                 .len()
         });
-        let cases: [(&str, f64, usize); 4] = {
-            let (a, ab) = rate(args.secs, full(true, true));
-            let (b, bb) = rate(args.secs, full(false, true));
-            let (c, cb) = rate(args.secs, full(true, false));
-            [
-                ("full (tracking, signing, MIME)", a, ab),
-                ("no tracking (MIME)", b, bb),
-                ("full, no MIME", c, cb),
-                ("bare handlebars (baseline)", bare_rate, bare_bytes),
-            ]
-        };
+        let cases: Vec<(&str, f64, usize)> = vec![
+            {
+                let (r, b) = rate(args.secs, full(true, true));
+                ("full (tracking, signing, MIME)", r, b)
+            },
+            {
+                let (r, b) = rate(args.secs, full(false, true));
+                ("no tracking (MIME)", r, b)
+            },
+            {
+                let (r, b) = rate(args.secs, full(true, false));
+                ("stage: render with tracking, no MIME", r, b)
+            },
+            {
+                let (r, b) = rate(args.secs, full(false, false));
+                ("stage: render, no tracking, no MIME", r, b)
+            },
+            {
+                let (r, b) = rate(args.secs, sign_only);
+                ("stage: sign the tokens only", r, b)
+            },
+            {
+                let (r, b) = rate(args.secs, mime_only);
+                ("stage: MIME build only", r, b)
+            },
+            {
+                let (r, b) = rate(args.secs, mime_lettre);
+                (
+                    "stage: MIME build only, lettre's body encoding (before)",
+                    r,
+                    b,
+                )
+            },
+            ("bare handlebars (baseline)", bare_rate, bare_bytes),
+        ];
         for (name, r, bytes) in cases {
             println!(
-                "| {n} | {:.1} KB | {tracked} | {name} | {:.0} | {bytes} | {:.0}% |",
+                "| {n} | {:.1} KB | {tracked} | {name} | {:.0} | {:.1} | {bytes} | {:.0}% |",
                 html.len() as f64 / 1024.0,
                 r,
+                1e6 / r,
                 100.0 * r / bare_rate
             );
         }
