@@ -58,6 +58,10 @@ pub struct DeliverySettings {
     pub directory: Option<Arc<dyn Directory>>,
     /// Tests: a clock that moves only when told to.
     pub manual_clock: Option<Arc<ManualClock>>,
+    /// One worker only for the high-priority lane (default). `false` is the old
+    /// behaviour, kept for the benchmark's baseline: transactional mail then waits
+    /// for a worker to finish the bulk batch it holds.
+    pub dedicated_priority_worker: bool,
 }
 
 impl std::fmt::Debug for DeliverySettings {
@@ -81,6 +85,7 @@ impl Default for DeliverySettings {
             persist_queues: true,
             directory: None,
             manual_clock: None,
+            dedicated_priority_worker: true,
         }
     }
 }
@@ -385,7 +390,12 @@ pub async fn start_with_store(
         retention_days: d.retention_days,
     });
     let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = engine.spawn(d.workers, d.dispatch_every, stop_rx);
+    let workers = engine.spawn_with(
+        d.workers,
+        d.dedicated_priority_worker,
+        d.dispatch_every,
+        stop_rx,
+    );
     let app = http::router(state);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
