@@ -295,7 +295,60 @@ impl Engine {
         Ok(report)
     }
 
-    /// The runner's background work: `workers` sender loops (high-priority lane first)
+    /// A sender loop over `lanes`, in order: a batch from the first lane that has one,
+    /// then from the first again. Waits for a send (or 200 ms, for records whose delay
+    /// ended) when all are empty. A loop that takes bulk also consumes dead letters.
+    fn spawn_worker(
+        self: &Arc<Self>,
+        lanes: &[Lane],
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let lanes = lanes.to_vec();
+        let dead_letters = lanes.contains(&Lane::Bulk);
+        tokio::spawn(async move {
+            'work: loop {
+                if *stop.borrow() {
+                    return;
+                }
+                let pn = me.priority.notify().notified();
+                let bn = me.bulk.notify().notified();
+                tokio::pin!(pn);
+                tokio::pin!(bn);
+                pn.as_mut().enable();
+                bn.as_mut().enable();
+                for lane in &lanes {
+                    let (n, _) = me.step(*lane).await;
+                    if n > 0 {
+                        continue 'work;
+                    }
+                }
+                if dead_letters && me.step_dead_letters().await > 0 {
+                    continue;
+                }
+                // Woken by a send; the timeout picks up records whose delay ended.
+                if dead_letters {
+                    tokio::select! {
+                        _ = pn => {}
+                        _ = bn => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stop.changed() => {}
+                    }
+                } else {
+                    tokio::select! {
+                        _ = pn => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        })
+    }
+
+    /// The runner's background work: one worker dedicated to the high-priority lane
+    /// (transactional mail: it never holds a bulk batch, so `POST /v1/send` never waits
+    /// behind a bulk backlog, as the separate event source mapping does in Lambda),
+    /// `workers` sender loops that take the high-priority lane first and bulk after it,
     /// and the dispatcher every `dispatch_every`. Stops when `stop` fires.
     pub fn spawn(
         self: &Arc<Self>,
@@ -303,42 +356,27 @@ impl Engine {
         dispatch_every: Duration,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.spawn_with(workers, true, dispatch_every, stop)
+    }
+
+    /// [`Engine::spawn`], with the dedicated high-priority worker optional (`false`: the
+    /// benchmark's baseline).
+    pub fn spawn_with(
+        self: &Arc<Self>,
+        workers: usize,
+        dedicated_priority_worker: bool,
+        dispatch_every: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         if workers == 0 {
             return tasks; // driven inline (`drain`)
         }
+        if dedicated_priority_worker {
+            tasks.push(self.spawn_worker(&[Lane::Priority], stop.clone()));
+        }
         for _ in 0..workers {
-            let me = self.clone();
-            let mut stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    if *stop.borrow() {
-                        return;
-                    }
-                    let pn = me.priority.notify().notified();
-                    let bn = me.bulk.notify().notified();
-                    tokio::pin!(pn);
-                    tokio::pin!(bn);
-                    pn.as_mut().enable();
-                    bn.as_mut().enable();
-                    let (p, _) = me.step(Lane::Priority).await;
-                    if p > 0 {
-                        continue;
-                    }
-                    let (b, _) = me.step(Lane::Bulk).await;
-                    let d = me.step_dead_letters().await;
-                    if b + d > 0 {
-                        continue;
-                    }
-                    // Woken by a send; the timeout picks up records whose delay ended.
-                    tokio::select! {
-                        _ = pn => {}
-                        _ = bn => {}
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        _ = stop.changed() => {}
-                    }
-                }
-            }));
+            tasks.push(self.spawn_worker(&[Lane::Priority, Lane::Bulk], stop.clone()));
         }
         let me = self.clone();
         let mut stop = stop;

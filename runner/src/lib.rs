@@ -65,6 +65,10 @@ pub struct DeliverySettings {
     pub events: mailpilot_shared::usecases::provider_events::EventConfig,
     /// Where SNS signing certificates come from; `None`: over HTTPS from SNS.
     pub sns_certs: Option<Arc<dyn mailpilot_shared::webhooks::sns::CertFetcher>>,
+    /// One worker only for the high-priority lane (default). `false` is the old
+    /// behaviour, kept for the benchmark's baseline: transactional mail then waits
+    /// for a worker to finish the bulk batch it holds.
+    pub dedicated_priority_worker: bool,
 }
 
 impl std::fmt::Debug for DeliverySettings {
@@ -90,6 +94,7 @@ impl Default for DeliverySettings {
             manual_clock: None,
             events: Default::default(),
             sns_certs: None,
+            dedicated_priority_worker: true,
         }
     }
 }
@@ -408,7 +413,12 @@ pub async fn start_with_store(
         events: d.events.clone(),
     });
     let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = engine.spawn(d.workers, d.dispatch_every, stop_rx);
+    let workers = engine.spawn_with(
+        d.workers,
+        d.dedicated_priority_worker,
+        d.dispatch_every,
+        stop_rx,
+    );
     let (sink, recorder_stats, recorder_task) = recorder::spawn(
         dyn_store.clone(),
         RecorderConfig {

@@ -35,6 +35,8 @@ pub struct TestProvider {
     pub keys: Mutex<HashSet<String>>,
     /// Sender-level refusal (unverified identity).
     pub refuse_sender: bool,
+    /// What it accepted, in order.
+    pub accepted: Mutex<Vec<mailpilot_shared::mime::MessageParts>>,
 }
 
 impl TestProvider {
@@ -120,6 +122,7 @@ impl Provider for TestProvider {
             .unwrap()
             .entry(message.parts.to.email.clone())
             .or_default() += 1;
+        self.accepted.lock().unwrap().push(message.parts.clone());
         if rand::rng().random::<f64>() < f.crash {
             panic!("{CRASH}");
         }
@@ -164,4 +167,23 @@ pub fn quiet_simulated_crashes() {
             default(info);
         }
     }));
+}
+
+/// Writes a workspace record with id `ws` (the renderer reads the workspace's name,
+/// footer and public URL for every message).
+pub async fn put_workspace(store: &dyn mailpilot_shared::ports::store::Store, ws: &str) {
+    let now = chrono::Utc::now();
+    let record = mailpilot_shared::usecases::workspaces::Workspace {
+        id: ws.to_string(),
+        name: "Acme".into(),
+        company_name: Some("Acme Inc.".into()),
+        postal_address: Some("1 Main St, Springfield".into()),
+        public_url: None,
+        daily_cap: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let (pk, sk) = mailpilot_shared::keys::workspace(ws);
+    let item = mailpilot_shared::usecases::to_item(&pk, &sk, &record).unwrap();
+    store.put(item, None).await.unwrap();
 }

@@ -24,7 +24,9 @@ use mailpilot_shared::usecases::messages::{
 use mailpilot_shared::usecases::send::{Route, SendConfig, StaticDirectory};
 use mailpilot_shared::usecases::suppressions::{self, AddSuppression};
 use mailpilot_tests::app::{TestApp, spawn_app_with};
-use mailpilot_tests::delivery::{Faults, TestProvider, quiet_simulated_crashes, route};
+use mailpilot_tests::delivery::{
+    Faults, TestProvider, put_workspace, quiet_simulated_crashes, route,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -44,7 +46,7 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-fn rig(route: Route, duplicate_share: f64) -> Rig {
+async fn rig(route: Route, duplicate_share: f64) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         RedbStore::open_with(
@@ -56,6 +58,7 @@ fn rig(route: Route, duplicate_share: f64) -> Rig {
         )
         .unwrap(),
     );
+    put_workspace(store.as_ref(), WS).await;
     let clock = Arc::new(ManualClock::new(start()));
     let directory = Arc::new(StaticDirectory::default());
     directory.insert(WS, route);
@@ -149,7 +152,7 @@ impl Rig {
 #[tokio::test]
 async fn a_transactional_message_is_sent_once_with_a_timeline() {
     let provider = Arc::new(TestProvider::new(Faults::default()));
-    let rig = rig(route(SENDER, provider.clone()), 0.0);
+    let rig = rig(route(SENDER, provider.clone()), 0.0).await;
     let id = rig.transactional("ana@example.com").await;
     assert_eq!(rig.message(&id).await.state, MessageState::Queued);
     rig.drain_for(Duration::minutes(5)).await;
@@ -185,7 +188,7 @@ async fn a_transactional_message_is_sent_once_with_a_timeline() {
 #[tokio::test]
 async fn a_redelivered_record_sends_nothing_twice() {
     let provider = Arc::new(TestProvider::new(Faults::default()));
-    let rig = rig(route(SENDER, provider.clone()), 1.0);
+    let rig = rig(route(SENDER, provider.clone()), 1.0).await;
     let id = rig.transactional("bo@example.com").await;
     assert_eq!(rig.engine.priority.len(), 2, "every record delivered twice");
     rig.drain_for(Duration::minutes(5)).await;
@@ -211,7 +214,7 @@ async fn bulk_messages_wait_in_the_due_index_and_respect_the_window() {
         )
         .unwrap(),
     );
-    let rig = rig(r, 0.0);
+    let rig = rig(r, 0.0).await;
     let ids = rig.plan(&["a@example.com".into()], start()).await;
     // Due now, but outside the window: deferred to 14:00, never spun through the queue.
     rig.drain_for(Duration::minutes(3)).await;
@@ -232,7 +235,7 @@ async fn bulk_messages_wait_in_the_due_index_and_respect_the_window() {
 #[tokio::test]
 async fn a_due_time_in_the_past_is_filed_at_the_checkpoint() {
     let provider = Arc::new(TestProvider::new(Faults::default()));
-    let rig = rig(route(SENDER, provider.clone()), 0.0);
+    let rig = rig(route(SENDER, provider.clone()), 0.0).await;
     rig.plan(&["first@example.com".into()], start()).await;
     rig.drain_for(Duration::minutes(3)).await;
     // Yesterday's due time: clamped to the checkpoint, still sent.
@@ -248,7 +251,7 @@ async fn over_the_daily_cap_messages_wait_for_the_next_day() {
     let provider = Arc::new(TestProvider::new(Faults::default()));
     let mut r = route(SENDER, provider.clone());
     r.sender_cap = Some(DailyCap::parse(3, None).unwrap());
-    let rig = rig(r, 0.0);
+    let rig = rig(r, 0.0).await;
     let tos: Vec<String> = (0..5).map(|i| format!("c{i}@example.com")).collect();
     let ids = rig.plan(&tos, start()).await;
     rig.drain_for(Duration::minutes(3)).await;
@@ -275,7 +278,7 @@ async fn transient_errors_back_off_until_the_attempt_limit() {
         transient: 1.0,
         ..Faults::default()
     }));
-    let rig = rig(route(SENDER, provider.clone()), 0.0);
+    let rig = rig(route(SENDER, provider.clone()), 0.0).await;
     let id = rig.transactional("slow@example.com").await;
     rig.drain_for(Duration::minutes(1)).await;
     let m = rig.message(&id).await;
@@ -293,7 +296,7 @@ async fn a_sender_level_error_pauses_the_sender() {
         refuse_sender: true,
         ..TestProvider::default()
     });
-    let rig = rig(route(SENDER, provider.clone()), 0.0);
+    let rig = rig(route(SENDER, provider.clone()), 0.0).await;
     let a = rig.transactional("a@example.com").await;
     rig.drain_for(Duration::minutes(1)).await;
     let b = rig.transactional("b@example.com").await;
@@ -313,7 +316,7 @@ async fn a_sender_level_error_pauses_the_sender() {
 #[tokio::test]
 async fn suppressed_addresses_are_skipped_at_send_time() {
     let provider = Arc::new(TestProvider::new(Faults::default()));
-    let rig = rig(route(SENDER, provider.clone()), 0.0);
+    let rig = rig(route(SENDER, provider.clone()), 0.0).await;
     let ids = rig.plan(&["gone@example.com".into()], start()).await;
     suppressions::add(
         rig.store.as_ref(),
@@ -345,7 +348,7 @@ async fn the_crash_window_never_sends_twice_and_dedup_providers_resend() {
             dedup,
             ..TestProvider::default()
         });
-        let rig = rig(route(SENDER, provider.clone() as Arc<dyn Provider>), 0.0);
+        let rig = rig(route(SENDER, provider.clone() as Arc<dyn Provider>), 0.0).await;
         let id = rig.transactional("crash@example.com").await;
         let report = rig
             .engine
@@ -368,7 +371,7 @@ async fn the_crash_window_never_sends_twice_and_dedup_providers_resend() {
 #[tokio::test]
 async fn an_unparsable_record_fails_alone_and_dead_letters_are_marked() {
     let provider = Arc::new(TestProvider::new(Faults::default()));
-    let rig = rig(route(SENDER, provider.clone()), 0.0);
+    let rig = rig(route(SENDER, provider.clone()), 0.0).await;
     let ok = rig.transactional("fine@example.com").await;
     rig.engine
         .priority
@@ -412,7 +415,7 @@ async fn ten_thousand_messages_under_faults_end_terminal_and_none_twice() {
         permanent: 0.01,
         crash: 0.005,
     }));
-    let rig = rig(route(SENDER, provider.clone()), 0.05);
+    let rig = rig(route(SENDER, provider.clone()), 0.05).await;
     let n = 10_000;
     let tos: Vec<String> = (0..n).map(|i| format!("r{i}@example.com")).collect();
     for to in tos.iter().step_by(100) {
@@ -543,6 +546,139 @@ async fn post_send_answers_202_and_the_message_can_be_followed() {
 }
 
 #[tokio::test]
+async fn post_send_renders_a_stored_template_with_the_contacts_variables() {
+    let provider = Arc::new(TestProvider::new(Faults::default()));
+    let (app, _clock) = app_with(provider.clone()).await;
+    let t = app
+        .post(
+            "/v1/templates",
+            json!({"name": "Receipt", "subject": "Receipt for {{first_name}}",
+                   "html": "<p>Hi {{first_name}}, plan {{attributes.plan}}, order {{order.id}}. <a href=\"{{unsubscribe_url}}\">Unsubscribe</a></p>",
+                   "publish": true}),
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::CREATED, "{}", t.body);
+    let tid = t.body["id"].as_str().unwrap().to_string();
+    // Version 2 exists but is not published.
+    let v2 = app
+        .patch(
+            &format!("/v1/templates/{tid}"),
+            json!({"subject": "Your receipt, {{first_name}}"}),
+        )
+        .await;
+    assert_eq!(v2.status, StatusCode::OK, "{}", v2.body);
+    let c = app
+        .post(
+            "/v1/contacts",
+            json!({"email": "ana@example.com", "first_name": "Ana", "attributes": {"plan": "pro"}}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let cid = c.body["id"].as_str().unwrap().to_string();
+
+    let published = app
+        .post(
+            "/v1/send",
+            json!({"sender_id": SENDER, "contact_id": cid, "template_id": tid,
+                   "variables": {"order": {"id": "A-17"}}}),
+        )
+        .await;
+    assert_eq!(published.status, StatusCode::ACCEPTED, "{}", published.body);
+    let pinned = app
+        .post(
+            "/v1/send",
+            json!({"sender_id": SENDER, "to": "bo@example.com", "template_id": tid, "version": 2,
+                   "variables": {"first_name": "Bo", "order": {"id": "B-2"}}}),
+        )
+        .await;
+    assert_eq!(pinned.status, StatusCode::ACCEPTED, "{}", pinned.body);
+    app.engine().drain(None).await.unwrap();
+
+    let sent = provider.accepted.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    let ana = sent
+        .iter()
+        .find(|p| p.to.email == "ana@example.com")
+        .unwrap();
+    assert_eq!(ana.subject, "Receipt for Ana");
+    let html = ana.html.as_deref().unwrap();
+    assert!(html.contains("Hi Ana, plan pro, order A-17."), "{html}");
+    assert!(ana.text.as_deref().unwrap().contains("Hi Ana, plan pro"));
+    let unsubscribe = &ana.list_unsubscribe.as_ref().unwrap().url;
+    assert!(unsubscribe.contains("/u/"), "{unsubscribe}");
+    let bo = sent
+        .iter()
+        .find(|p| p.to.email == "bo@example.com")
+        .unwrap();
+    assert_eq!(bo.subject, "Your receipt, Bo");
+    assert!(bo.html.as_deref().unwrap().contains("order B-2."));
+    // The message shows the subject it was sent with.
+    let id = published.body["id"].as_str().unwrap();
+    let m = app.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(m.body["state"], "sent", "{}", m.body);
+    assert_eq!(m.body["subject"], "Receipt for Ana");
+
+    // Inline content goes through the same renderer; text-only stays text-only.
+    let inline = app
+        .post(
+            "/v1/send",
+            json!({"sender_id": SENDER, "to": "cy@example.com", "subject": "Code for {{name}}",
+                   "text": "Your code: {{code}}", "variables": {"name": "Cy", "code": 4711}}),
+        )
+        .await;
+    assert_eq!(inline.status, StatusCode::ACCEPTED, "{}", inline.body);
+    app.engine().drain(None).await.unwrap();
+    let sent = provider.accepted.lock().unwrap().clone();
+    let cy = sent
+        .iter()
+        .find(|p| p.to.email == "cy@example.com")
+        .unwrap();
+    assert_eq!(cy.subject, "Code for Cy");
+    assert_eq!(cy.html, None);
+    assert_eq!(cy.text.as_deref().map(str::trim), Some("Your code: 4711"));
+
+    // Unknown templates and versions, and mixing a template with inline content: 422s
+    // naming the field.
+    for (body, field) in [
+        (
+            json!({"sender_id": SENDER, "to": "x@example.com", "template_id": "tpl_nope"}),
+            "/template_id",
+        ),
+        (
+            json!({"sender_id": SENDER, "to": "x@example.com", "template_id": tid, "version": 9}),
+            "/version",
+        ),
+        (
+            json!({"sender_id": SENDER, "to": "x@example.com", "template_id": tid, "subject": "s"}),
+            "/subject",
+        ),
+        (
+            json!({"sender_id": SENDER, "to": "x@example.com", "subject": "s", "text": "t", "version": 1}),
+            "/version",
+        ),
+        (
+            json!({"sender_id": SENDER, "to": "x@example.com", "subject": "s", "html": "<p>{{#if}}</p>"}),
+            "/html",
+        ),
+    ] {
+        let r = app.post("/v1/send", body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} → {}",
+            r.body
+        );
+        let fields: Vec<&str> = r.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, [field], "{body}");
+    }
+}
+
+#[tokio::test]
 async fn post_send_validates_and_respects_scopes_and_suppression() {
     let provider = Arc::new(TestProvider::new(Faults::default()));
     let (app, _clock) = app_with(provider.clone()).await;
@@ -618,4 +754,186 @@ async fn post_send_validates_and_respects_scopes_and_suppression() {
         )
         .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
+}
+
+/// A provider that holds every send to `@bulk.example` until released, and accepts the
+/// rest at once: bulk workers stay busy with the batch they hold.
+#[derive(Default)]
+struct GateProvider {
+    open: tokio::sync::Notify,
+    opened: std::sync::atomic::AtomicBool,
+    /// Sends held at the gate right now.
+    waiting: std::sync::atomic::AtomicUsize,
+    accepted: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Provider for GateProvider {
+    fn kind(&self) -> &'static str {
+        "gate"
+    }
+
+    async fn send(
+        &self,
+        message: &mailpilot_shared::ports::provider::OutgoingMessage,
+    ) -> Result<
+        mailpilot_shared::ports::provider::Accepted,
+        mailpilot_shared::ports::provider::SendError,
+    > {
+        let to = message.parts.to.email.clone();
+        if to.ends_with("@bulk.example") {
+            let wait = self.open.notified();
+            tokio::pin!(wait);
+            wait.as_mut().enable();
+            if !self.opened.load(std::sync::atomic::Ordering::SeqCst) {
+                self.waiting
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                wait.await;
+                self.waiting
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        self.accepted.lock().unwrap().push(to);
+        Ok(mailpilot_shared::ports::provider::Accepted {
+            provider_message_id: format!("gate-{}", message.idempotency_key),
+        })
+    }
+
+    async fn verify(&self) -> Result<(), mailpilot_shared::ports::provider::SendError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_mail_is_sent_while_every_bulk_worker_holds_a_bulk_batch() {
+    let provider = Arc::new(GateProvider::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        RedbStore::open_with(
+            &dir.path().join("db.redb"),
+            Options {
+                durability: Durability::NoSync,
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    );
+    put_workspace(store.as_ref(), WS).await;
+    let directory = Arc::new(StaticDirectory::default());
+    directory.insert(WS, route(SENDER, provider.clone()));
+    let engine = Arc::new(
+        Engine::new(
+            store.clone(),
+            directory.clone(),
+            None, // the system clock: real workers, not the inline drain
+            Composer {
+                link_keys: Arc::new(LinkKeys::generate()),
+                public_url: "https://mp.example".into(),
+            },
+            SendConfig::default(),
+            None,
+            &QueueSettings::default(),
+        )
+        .unwrap(),
+    );
+    let clock = mailpilot_shared::ports::clock::SystemClock;
+    // A bulk backlog, due now, already in the normal queue.
+    const BACKLOG: usize = 2_000;
+    let now = clock.now();
+    let planned: Vec<Planned> = (0..BACKLOG)
+        .map(|i| Planned {
+            id: Id::generate(Id::MESSAGE),
+            sender_id: SENDER.into(),
+            to: format!("b{i}@bulk.example"),
+            contact_id: None,
+            time_zone: None,
+            content: content("News"),
+            due: now,
+        })
+        .collect();
+    let bodies: Vec<String> = planned
+        .iter()
+        .map(|p| {
+            serde_json::to_string(&messages::SendRecord {
+                ws: WS.into(),
+                msg: p.id.clone(),
+                content: None,
+                render: None,
+            })
+            .unwrap()
+        })
+        .collect();
+    messages::plan(store.as_ref(), WS, planned, now, 400)
+        .await
+        .unwrap();
+    for chunk in bodies.chunks(10) {
+        engine.bulk.send_batch(chunk.to_vec()).await.unwrap();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = 3;
+    let tasks = engine.spawn(workers, std::time::Duration::from_secs(3600), stop_rx);
+    // Wait until every shared worker holds a bulk batch (the gate keeps them there).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while provider.waiting.load(std::sync::atomic::Ordering::SeqCst) < workers {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bulk workers never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let deps = SendDeps {
+        store: store.as_ref(),
+        directory: directory.as_ref(),
+        priority: engine.priority.as_ref() as &dyn Queue,
+        clock: &clock,
+        retention_days: 400,
+    };
+    let req: SendRequest = serde_json::from_value(json!({
+        "sender_id": SENDER, "to": "otp@example.com", "subject": "Your code", "text": "1234",
+    }))
+    .unwrap();
+    let id = messages::send_transactional(&deps, WS, req)
+        .await
+        .unwrap()
+        .id;
+    // The dedicated high-priority worker sends it; without it this loop never ends.
+    loop {
+        let m = messages::load(store.as_ref(), WS, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        if m.state == MessageState::Sent {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transactional message waited behind the bulk backlog: {:?}",
+            m.state
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Sent while the whole backlog is still there: no bulk message went out, the
+    // workers still hold their bulk batches and the rest is still queued.
+    assert_eq!(
+        provider.accepted.lock().unwrap().as_slice(),
+        ["otp@example.com".to_string()]
+    );
+    assert_eq!(
+        engine.bulk.len(),
+        BACKLOG,
+        "bulk records are all still queued or held"
+    );
+    assert_eq!(
+        provider.waiting.load(std::sync::atomic::Ordering::SeqCst),
+        workers
+    );
+    // Release the bulk lane and stop.
+    provider
+        .opened
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    provider.open.notify_waiters();
+    stop_tx.send(true).unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
 }

@@ -33,7 +33,7 @@ use mailpilot_shared::ports::store::{
     BatchOp, Item, Key, Page, Query, Store, StoreResult, TxAction, Update, item_size, val,
 };
 use mailpilot_shared::usecases::dispatch::{self, DueEntry};
-use mailpilot_shared::usecases::messages::{self, Content, Planned, SendRecord};
+use mailpilot_shared::usecases::messages::{self, Content, SendRecord};
 use mailpilot_shared::usecases::send::{Route, StaticDirectory};
 
 #[derive(Parser, Debug)]
@@ -51,6 +51,12 @@ struct Args {
     future: Vec<usize>,
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// Providers for the transactional measurement: `null`, `outbox` (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "null,outbox")]
+    providers: Vec<String>,
+    /// Also run the backlog case without the dedicated high-priority worker (baseline).
+    #[arg(long, default_value_t = true)]
+    baseline: bool,
 }
 
 struct NullProvider;
@@ -59,6 +65,9 @@ struct NullProvider;
 impl Provider for NullProvider {
     fn kind(&self) -> &'static str {
         "null"
+    }
+    fn needs_message_pointer(&self) -> bool {
+        false
     }
     async fn send(&self, m: &OutgoingMessage) -> Result<Accepted, SendError> {
         Ok(Accepted {
@@ -172,13 +181,34 @@ fn cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The null provider, but its events would need the provider-id pointer (as SES
+/// without a configuration set).
+struct PointerProvider;
+
+#[async_trait]
+impl Provider for PointerProvider {
+    fn kind(&self) -> &'static str {
+        "nullptr"
+    }
+    async fn send(&self, m: &OutgoingMessage) -> Result<Accepted, SendError> {
+        NullProvider.send(m).await
+    }
+    async fn verify(&self) -> Result<(), SendError> {
+        Ok(())
+    }
+}
+
 fn route(ws_sender: &str) -> Route {
+    route_via(ws_sender, Arc::new(NullProvider))
+}
+
+fn route_via(ws_sender: &str, provider: Arc<dyn Provider>) -> Route {
     Route {
         sender_id: ws_sender.into(),
         from: Mailbox::new(Some("Bench"), "bench@example.com"),
         reply_to: None,
         connection_id: "conn_bench".into(),
-        provider: Arc::new(NullProvider),
+        provider,
         rate_per_sec: None,
         sender_tz: chrono_tz::UTC,
         window: None,
@@ -188,7 +218,36 @@ fn route(ws_sender: &str) -> Route {
     }
 }
 
-async fn transactional(n: usize, backlog: usize, concurrency: usize) -> Result<()> {
+/// Writes a workspace record (the renderer reads it for every message).
+async fn put_workspace(store: &dyn Store, ws: &str) -> Result<()> {
+    let now = Utc::now();
+    let record = mailpilot_shared::usecases::workspaces::Workspace {
+        id: ws.to_string(),
+        name: "Bench".into(),
+        company_name: None,
+        postal_address: None,
+        public_url: None,
+        daily_cap: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let (pk, sk) = mailpilot_shared::keys::workspace(ws);
+    store
+        .put(
+            mailpilot_shared::usecases::to_item(&pk, &sk, &record)?,
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+async fn transactional(
+    n: usize,
+    backlog: usize,
+    concurrency: usize,
+    provider: &str,
+    dedicated: bool,
+) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let directory = Arc::new(StaticDirectory::default());
     let running = mailpilot_runner::start(Settings {
@@ -201,45 +260,66 @@ async fn transactional(n: usize, backlog: usize, concurrency: usize) -> Result<(
         demo: true,
         delivery: DeliverySettings {
             directory: Some(directory.clone()),
+            dedicated_priority_worker: dedicated,
             ..DeliverySettings::default()
         },
     })
     .await?;
     let demo = running.demo.clone().expect("demo");
     let ws = demo.workspace_id.clone();
-    directory.insert(&ws, route("snd_bench"));
-    // The backlog: bulk messages planned and their records in the normal queue.
+    let provider: Arc<dyn Provider> = match provider {
+        "outbox" => Arc::new(
+            mailpilot_shared::adapters::mail::outbox::OutboxProvider::new(
+                dir.path().join("outbox"),
+            ),
+        ),
+        _ => Arc::new(NullProvider),
+    };
+    directory.insert(&ws, route_via("snd_bench", provider));
+    // The backlog: bulk messages due now (real sends through the same provider), their
+    // records already in the normal queue. Written 25 items per commit, straight into
+    // the store (as `messages::plan` writes them, without due entries: the records are
+    // enqueued here, not by the dispatcher).
     if backlog > 0 {
         let now = Utc::now();
-        let mut bodies = Vec::new();
-        for chunk in (0..backlog).collect::<Vec<_>>().chunks(1000) {
-            let planned: Vec<Planned> = chunk
-                .iter()
-                .map(|i| Planned {
-                    id: Id::generate(Id::MESSAGE),
-                    sender_id: "snd_bench".into(),
-                    to: format!("bulk{i}@example.com"),
-                    contact_id: None,
-                    time_zone: None,
-                    content: Content {
-                        subject: "News".into(),
-                        html: Some("<p>News</p>".into()),
-                        text: None,
-                        variables: Default::default(),
-                    },
-                    due: now + Duration::days(30),
-                })
-                .collect();
-            for p in &planned {
-                bodies.push(serde_json::to_string(&SendRecord {
-                    ws: ws.clone(),
-                    msg: p.id.clone(),
-                    content: None,
-                })?);
+        let mut bodies = Vec::with_capacity(backlog);
+        let mut items = Vec::with_capacity(25);
+        for i in 0..backlog {
+            let mut m = messages::new_record(
+                &ws,
+                Id::generate(Id::MESSAGE),
+                mailpilot_shared::ports::queue::Lane::Bulk,
+                mailpilot_shared::model::message::MessageState::Planned,
+                "snd_bench",
+                &format!("bulk{i}@example.com"),
+                None,
+                "News",
+                now,
+            );
+            m.due_at = Some(now);
+            m.content = Some(Content {
+                subject: "News for {{name}}".into(),
+                html: Some("<p>News for {{name}}</p>".into()),
+                text: None,
+                variables: [("name".to_string(), format!("reader {i}"))].into(),
+            });
+            bodies.push(serde_json::to_string(&SendRecord {
+                ws: ws.clone(),
+                msg: m.id.clone(),
+                content: None,
+                render: None,
+            })?);
+            items.push(BatchOp::Put(mailpilot_shared::usecases::to_item(
+                &messages::pk(&ws),
+                &m.id,
+                &m,
+            )?));
+            if items.len() == 25 || i + 1 == backlog {
+                running
+                    .store
+                    .batch_write(std::mem::take(&mut items))
+                    .await?;
             }
-            messages::plan(running.store.as_ref(), &ws, planned, now, 400)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         for c in bodies.chunks(10) {
             running.engine.bulk.send_batch(c.to_vec()).await?;
@@ -312,8 +392,13 @@ async fn transactional(n: usize, backlog: usize, concurrency: usize) -> Result<(
     let cpu = cpu_secs() - cpu0;
     let writes = running.store.writes() - writes0;
     let bulk_left = running.engine.bulk.len();
+    let lane = if dedicated {
+        "dedicated worker"
+    } else {
+        "baseline: shared workers only"
+    };
     println!(
-        "| {n} | {backlog} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
+        "| {provider} | {lane} | {n} | {backlog} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
         posted.len() as f64 / secs,
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
@@ -344,7 +429,13 @@ async fn billed(n: usize) -> Result<()> {
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let directory = Arc::new(StaticDirectory::default());
     let ws = Id::generate(Id::WORKSPACE);
+    put_workspace(store.as_ref(), &ws).await?;
     directory.insert(&ws, route("snd_bench"));
+    let mut capped = route_via("snd_capped", Arc::new(NullProvider));
+    capped.sender_cap = mailpilot_shared::model::sender::DailyCap::parse(10_000_000, None).ok();
+    capped.workspace_cap = Some(10_000_000);
+    directory.insert(&ws, capped);
+    directory.insert(&ws, route_via("snd_pointer", Arc::new(PointerProvider)));
     let engine = Arc::new(mailpilot_runner::delivery::Engine::new(
         store.clone(),
         directory.clone(),
@@ -395,6 +486,32 @@ async fn billed(n: usize) -> Result<()> {
         (store.writes() - w0) as f64 / 200.0,
         (store.wcu.load(Ordering::Relaxed) - u0) as f64 / 200.0
     );
+    for (sender, case) in [
+        (
+            "snd_capped",
+            "transactional, sender and workspace caps, batches of 10",
+        ),
+        (
+            "snd_pointer",
+            "transactional, provider needing the id pointer, batches of 10",
+        ),
+    ] {
+        let (w0, u0) = (store.writes(), store.wcu.load(Ordering::Relaxed));
+        for i in 0..n {
+            let req = serde_json::from_value(
+                serde_json::json!({"sender_id": sender, "to": format!("{sender}{i}@example.com"), "subject": "Code", "text": "1234"}),
+            )?;
+            messages::send_transactional(&deps, &ws, req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        engine.drain(None).await?;
+        println!(
+            "| {case} | {n} | {:.2} | {:.2} |",
+            (store.writes() - w0) as f64 / n as f64,
+            (store.wcu.load(Ordering::Relaxed) - u0) as f64 / n as f64
+        );
+    }
     Ok(())
 }
 
@@ -466,12 +583,17 @@ async fn main() -> Result<()> {
         "### Transactional sends (runner over HTTP, null provider, 4 workers, fsynced store and queues)\n"
     );
     println!(
-        "| messages | bulk backlog | messages/s | p50 POST→sent ms | p99 POST→sent ms | CPU-s per 1,000 | store item writes per message | bulk records left |"
+        "| provider | high-priority lane | messages | bulk backlog | messages/s | p50 POST→sent ms | p99 POST→sent ms | CPU-s per 1,000 | store item writes per message | bulk records left |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for &n in &args.sizes {
-        transactional(n, 0, args.concurrency).await?;
-        transactional(n, args.backlog, args.concurrency).await?;
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for p in &args.providers {
+        for &n in &args.sizes {
+            transactional(n, 0, args.concurrency, p, true).await?;
+            transactional(n, args.backlog, args.concurrency, p, true).await?;
+            if args.baseline {
+                transactional(n, args.backlog, args.concurrency, p, false).await?;
+            }
+        }
     }
     println!("\n### Writes and billed DynamoDB write units per sent message\n");
     println!("| case | messages | item writes / message | billed WCU / message |");

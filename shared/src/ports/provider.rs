@@ -98,6 +98,16 @@ pub trait Provider: Send + Sync {
         false
     }
 
+    /// Whether the provider's delivery events can name our message only through the
+    /// provider's message id (they do not echo our `mp_ws`/`mp_msg` tags or our
+    /// `X-Mailpilot-Message-Id` header). Then the sender writes a pointer item from that
+    /// id to the message, in the same transaction as `sent`. Providers without events
+    /// (SMTP, outbox) and those that echo our tags say `false`: no pointer, one write
+    /// less per message.
+    fn needs_message_pointer(&self) -> bool {
+        true
+    }
+
     /// Sends one message.
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError>;
 

@@ -255,6 +255,7 @@ pub async fn dispatch(
                         ws: ws.to_string(),
                         msg: msg.to_string(),
                         content: None,
+                        render: None,
                     })
                     .map_err(AppError::internal)?;
                     match item.str_attr("lane") {

@@ -14,17 +14,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::send::Directory;
+use super::templates::{self, Content as TemplateContent};
 use super::{Paged, from_item, to_item};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::keys;
-use crate::mime::{ListUnsubscribe, MessageParts};
-use crate::model::links::{LinkKeys, LinkToken};
+use crate::mime::MessageParts;
+use crate::model::links::LinkKeys;
 use crate::model::message::{FailReason, SkipReason};
 use crate::model::message::{InvalidTransition, MessageState, Transition, next_state, reason_of};
 use crate::model::{EmailAddress, Id};
 use crate::ports::clock::Clock;
 use crate::ports::queue::{Lane, Queue};
-use crate::ports::store::{Cond, Key, Query, Store, StoreError, TTL, Update, val};
+use crate::ports::store::{Cond, Key, Query, Store, StoreError, TTL, TxAction, Update, val};
 
 /// How long message items are kept (their `ttl`); aggregates stay. Default 400 days.
 pub const DEFAULT_RETENTION_DAYS: i64 = 400;
@@ -42,7 +43,9 @@ pub struct TimelineEntry {
     pub reason: Option<String>,
 }
 
-/// What a message says (inline content; the templates renderer replaces this later).
+/// Inline content with `{{name}}` string variables (what bulk messages are planned
+/// with); rendered through the templates pipeline like everything else
+/// ([`RenderSpec::from`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Content {
     pub subject: String,
@@ -53,6 +56,92 @@ pub struct Content {
     /// `{{name}}` values substituted into subject, html (escaped) and text.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
+}
+
+/// What a message renders from, through `templates::render_message`: a stored
+/// template version, or inline subject / html / text; with the recipient's variables.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RenderSpec {
+    /// A stored template (`tpl_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// Its version: `POST /v1/send` pins the published one when the send is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Inline content instead of a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineContent>,
+    /// The recipient's variables (a contact's fields and attributes, then the send's
+    /// `variables` over them).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+    /// Rewrite links and add the open pixel.
+    #[serde(default)]
+    pub tracking: bool,
+}
+
+/// Inline subject, html and text (Handlebars); at least one of html and text.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InlineContent {
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl InlineContent {
+    /// The renderer's source. Text-only content gets an HTML stand-in (the text,
+    /// escaped, in a `<pre>`) that the renderer needs and [`render`] drops again.
+    pub fn source(&self) -> crate::render::Source {
+        let html = match (&self.html, &self.text) {
+            (Some(h), _) => h.clone(),
+            (None, Some(t)) => format!("<pre>{}</pre>", escape_html(t)),
+            (None, None) => String::new(),
+        };
+        crate::render::Source {
+            format: crate::render::Format::Handlebars,
+            subject: self.subject.clone(),
+            preheader: None,
+            html,
+            text: self.text.clone(),
+        }
+    }
+}
+
+impl From<&Content> for RenderSpec {
+    fn from(c: &Content) -> Self {
+        RenderSpec {
+            inline: Some(InlineContent {
+                subject: c.subject.clone(),
+                html: c.html.clone(),
+                text: c.text.clone(),
+            }),
+            variables: c
+                .variables
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+            ..RenderSpec::default()
+        }
+    }
+}
+
+impl RenderSpec {
+    /// The templates renderer's view of it.
+    pub fn content<'a>(
+        &'a self,
+        source: &'a Option<crate::render::Source>,
+    ) -> Option<TemplateContent<'a>> {
+        match (&self.template_id, source) {
+            (Some(t), _) => Some(TemplateContent::Stored {
+                template_id: t,
+                version: self.version,
+            }),
+            (None, Some(src)) => Some(TemplateContent::Inline(src)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// The stored message.
@@ -77,6 +166,10 @@ pub struct MessageRecord {
     /// Content kept with the message (bulk messages planned with inline content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
+    /// What the message renders from, kept with the message (bulk messages planned
+    /// from a template); wins over `content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub render: Option<RenderSpec>,
     /// When a planned or deferred message is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<DateTime<Utc>>,
@@ -161,6 +254,9 @@ pub struct SendRecord {
     pub msg: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
+    /// A transactional message's content (template or inline, and its variables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub render: Option<RenderSpec>,
 }
 
 pub fn pk(ws: &str) -> String {
@@ -201,6 +297,7 @@ pub fn new_record(
         subject: subject.to_string(),
         tags: BTreeMap::new(),
         content: None,
+        render: None,
         due_at: None,
         attempts: 0,
         not_before: None,
@@ -269,6 +366,39 @@ pub async fn transition(
     now: DateTime<Utc>,
     edit: impl FnOnce(&mut MessageRecord),
 ) -> Result<MessageRecord, TransitionError> {
+    let (next, action) = transition_action(m, t, now, edit)?;
+    let TxAction::Update { key, update, cond } = action else {
+        return Err(TransitionError::App(AppError::internal("not an update")));
+    };
+    store.update(&key, update, cond).await?;
+    after_transition(store, m, &next, now).await;
+    Ok(next)
+}
+
+/// What a written transition moves besides the message: a campaign message its run's
+/// counters (once per batch inside the sender), a message that became `sent` the
+/// analytics counters. Call it once the transition is written.
+pub async fn after_transition(
+    store: &dyn Store,
+    before: &MessageRecord,
+    next: &MessageRecord,
+    now: DateTime<Utc>,
+) {
+    super::campaigns::note_transition(store, before, next).await;
+    if next.state == MessageState::Sent && before.state != MessageState::Sent {
+        super::analytics::note_sent(store, next, now).await;
+    }
+}
+
+/// A transition as a transaction action (conditional on the version read), for a
+/// caller that writes it together with another item; the caller then calls
+/// `after_transition` once it is written.
+pub fn transition_action(
+    m: &MessageRecord,
+    t: Transition,
+    now: DateTime<Utc>,
+    edit: impl FnOnce(&mut MessageRecord),
+) -> Result<(MessageRecord, TxAction), TransitionError> {
     let failure = m.reason.as_deref().and_then(FailReason::parse);
     let state = next_state(m.state, &t, failure.as_ref(), m.retried)?;
     let mut next = m.clone();
@@ -295,6 +425,7 @@ pub async fn transition(
     let enc = |v: &dyn erased::Enc| v.enc();
     for (attr, value) in [
         ("state", enc(&next.state)),
+        ("subject", enc(&next.subject)),
         ("timeline", enc(&next.timeline)),
         ("updated_at", enc(&next.updated_at)),
         ("version", enc(&next.version)),
@@ -321,15 +452,12 @@ pub async fn transition(
         };
     }
     let cond = Cond::eq("version", val::n(m.version as i64));
-    store
-        .update(&key(&m.workspace_id, &m.id), update, Some(cond))
-        .await?;
-    // Campaign messages move their run's counters (once per batch inside the sender).
-    super::campaigns::note_transition(store, m, &next).await;
-    if next.state == MessageState::Sent && m.state != MessageState::Sent {
-        super::analytics::note_sent(store, &next, now).await;
-    }
-    Ok(next)
+    let action = TxAction::Update {
+        key: key(&m.workspace_id, &m.id),
+        update,
+        cond: Some(cond),
+    };
+    Ok((next, action))
 }
 
 /// serde → one attribute value, for any serialisable field.
@@ -350,7 +478,9 @@ mod erased {
 
 // ---- the API ----------------------------------------------------------------------
 
-/// `POST /v1/send`: one message to one address or contact, now.
+/// `POST /v1/send`: one message to one address or contact, now: a stored template
+/// (`template_id`, its published version or a pinned `version`) or inline `subject` and
+/// `html` and/or `text`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
@@ -362,22 +492,37 @@ pub struct SendRequest {
     pub to: Option<String>,
     #[serde(default)]
     pub contact_id: Option<String>,
+    /// A stored template (`/v1/templates`); or give inline `subject` and `html`/`text`.
+    #[serde(default)]
+    pub template_id: Option<String>,
+    /// The template version to send (default: the published one, pinned when the send
+    /// is accepted).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub version: Option<u32>,
+    /// Inline subject (Handlebars), with `html` and/or `text`; not with `template_id`.
+    #[serde(default)]
     #[schema(
         min_length = 1,
         max_length = 998,
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
     )]
-    pub subject: String,
+    pub subject: Option<String>,
     #[serde(default)]
     pub html: Option<String>,
     #[serde(default)]
     pub text: Option<String>,
-    /// `{{name}}` placeholders in subject, html and text take these values.
+    /// Template variables (`{{name}}`, `{{order.total}}`, `{{#each items}}`…); with
+    /// `contact_id` they go over the contact's own (`first_name`, `attributes`…).
     #[serde(default)]
-    pub variables: Option<BTreeMap<String, serde_json::Value>>,
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<serde_json::Map<String, serde_json::Value>>,
     /// Up to 10 tags (`[A-Za-z0-9_-]{1,64}` names and values), passed to the provider.
     #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
+    /// Rewrite links for click tracking and add the open pixel (default false).
+    #[serde(default)]
+    pub tracking: Option<bool>,
 }
 
 fn tag_ok(s: &str) -> bool {
@@ -387,14 +532,8 @@ fn tag_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn scalar(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        serde_json::Value::Null => Some(String::new()),
-        _ => None,
-    }
+fn pointer_escape(k: &str) -> String {
+    k.replace('~', "~0").replace('/', "~1")
 }
 
 /// What the transactional path needs.
@@ -406,6 +545,43 @@ pub struct SendDeps<'a> {
     pub retention_days: i64,
 }
 
+/// Largest send-queue record body (SQS takes 256 KiB).
+const MAX_RECORD_BYTES: usize = 250 * 1024;
+
+/// Checks what a send renders from: the template exists and has the version (pins the
+/// published one), or the inline content compiles. Errors name the request's fields.
+async fn check_render(store: &dyn Store, ws: &str, spec: &mut RenderSpec) -> AppResult<()> {
+    if let Some(t) = &spec.template_id {
+        let content = TemplateContent::Stored {
+            template_id: t,
+            version: spec.version,
+        };
+        return match templates::prepare(store, ws, &content).await {
+            Ok((_, v)) => {
+                spec.version = v;
+                Ok(())
+            }
+            Err(AppError::NotFound) if spec.version.is_some() => {
+                // The template or the pinned version: say which.
+                match templates::get(store, ws, t).await {
+                    Ok(_) => Err(AppError::invalid("/version", "no such version")),
+                    Err(AppError::NotFound) => {
+                        Err(AppError::invalid("/template_id", "no such template"))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(AppError::NotFound) => Err(AppError::invalid("/template_id", "no such template")),
+            Err(e) => Err(e),
+        };
+    }
+    if let Some(inline) = &spec.inline {
+        let src = inline.source();
+        templates::prepare(store, ws, &TemplateContent::Inline(&src)).await?;
+    }
+    Ok(())
+}
+
 /// Records a transactional message and hands it to the high-priority queue. A
 /// suppressed address answers with the message already `skipped`.
 pub async fn send_transactional(
@@ -414,30 +590,66 @@ pub async fn send_transactional(
     req: SendRequest,
 ) -> AppResult<Message> {
     let mut errors = Vec::new();
-    let subject = crate::model::parse_text(&req.subject, 998)
-        .map_err(|r| errors.push(FieldError::new("/subject", r)))
-        .ok();
-    if req.html.is_none() && req.text.is_none() {
-        errors.push(FieldError::new("/html", "give html, text or both"));
-    }
-    let size = req.subject.len()
-        + req.html.as_ref().map_or(0, String::len)
-        + req.text.as_ref().map_or(0, String::len);
-    if size > MAX_CONTENT_BYTES {
-        return Err(AppError::PayloadTooLarge(format!(
-            "subject, html and text hold {size} bytes; at most {MAX_CONTENT_BYTES} are allowed"
-        )));
-    }
-    let mut variables = BTreeMap::new();
-    for (k, v) in req.variables.unwrap_or_default() {
-        match scalar(&v) {
-            Some(s) => {
-                variables.insert(k, s);
+    let inline_given = req.subject.is_some() || req.html.is_some() || req.text.is_some();
+    let mut spec = RenderSpec {
+        tracking: req.tracking.unwrap_or(false),
+        ..RenderSpec::default()
+    };
+    match &req.template_id {
+        Some(t) => {
+            if inline_given {
+                let field = if req.subject.is_some() {
+                    "/subject"
+                } else if req.html.is_some() {
+                    "/html"
+                } else {
+                    "/text"
+                };
+                errors.push(FieldError::new(
+                    field,
+                    "give either template_id or inline subject, html and text",
+                ));
             }
-            None => errors.push(FieldError::new(
-                format!("/variables/{}", k.replace('~', "~0").replace('/', "~1")),
-                "must be a string, number, boolean or null",
-            )),
+            if t.is_empty() || t.len() > 100 {
+                errors.push(FieldError::new("/template_id", "no such template"));
+            }
+            if req.version == Some(0) {
+                errors.push(FieldError::new("/version", "versions count from 1"));
+            }
+            spec.template_id = Some(t.clone());
+            spec.version = req.version;
+        }
+        None => {
+            if req.version.is_some() {
+                errors.push(FieldError::new("/version", "only with template_id"));
+            }
+            match &req.subject {
+                None => errors.push(FieldError::new(
+                    "/subject",
+                    "give template_id, or subject with html and/or text",
+                )),
+                Some(subject) => {
+                    if let Err(r) = crate::model::parse_text(subject, 998) {
+                        errors.push(FieldError::new("/subject", r));
+                    }
+                }
+            }
+            if req.html.is_none() && req.text.is_none() {
+                errors.push(FieldError::new("/html", "give html, text or both"));
+            }
+            let size = req.subject.as_ref().map_or(0, String::len)
+                + req.html.as_ref().map_or(0, String::len)
+                + req.text.as_ref().map_or(0, String::len);
+            if size > MAX_CONTENT_BYTES {
+                return Err(AppError::PayloadTooLarge(format!(
+                    "subject, html and text hold {size} bytes; at most {MAX_CONTENT_BYTES} are allowed"
+                )));
+            }
+            spec.inline = Some(InlineContent {
+                subject: req.subject.clone().unwrap_or_default(),
+                html: req.html.clone(),
+                text: req.text.clone(),
+            });
         }
     }
     let tags = req.tags.unwrap_or_default();
@@ -447,7 +659,7 @@ pub async fn send_transactional(
     for (k, v) in &tags {
         if !tag_ok(k) || !tag_ok(v) {
             errors.push(FieldError::new(
-                format!("/tags/{}", k.replace('~', "~0").replace('/', "~1")),
+                format!("/tags/{}", pointer_escape(k)),
                 "names and values are 1-64 characters of A-Z a-z 0-9 _ -",
             ));
         }
@@ -469,7 +681,10 @@ pub async fn send_transactional(
             }
         },
         (None, Some(id)) => match super::contacts::get(deps.store, ws, id).await {
-            Ok(c) => (Some(c.email), Some(c.id), c.time_zone),
+            Ok(c) => {
+                spec.variables = templates::contact_variables(&c);
+                (Some(c.email), Some(c.id), c.time_zone)
+            }
             Err(AppError::NotFound) => {
                 errors.push(FieldError::new("/contact_id", "no such contact"));
                 (None, None, None)
@@ -477,6 +692,7 @@ pub async fn send_transactional(
             Err(e) => return Err(e),
         },
     };
+    spec.variables.extend(req.variables.unwrap_or_default());
     let sender_ok = !req.sender_id.is_empty() && req.sender_id.len() <= 100;
     let route = if sender_ok {
         deps.directory.route(ws, &req.sender_id).await?
@@ -489,10 +705,17 @@ pub async fn send_transactional(
     if !errors.is_empty() {
         return Err(AppError::Invalid(errors));
     }
-    let (Some(to), Some(subject)) = (to, subject) else {
+    check_render(deps.store, ws, &mut spec).await?;
+    let Some(to) = to else {
         return Err(AppError::internal("validated fields are missing"));
     };
     let id = Id::generate(Id::MESSAGE);
+    // The subject as written (inline) until `sent` records the rendered one.
+    let subject = spec
+        .inline
+        .as_ref()
+        .map(|i| i.subject.clone())
+        .unwrap_or_default();
     let mut m = new_record(
         ws,
         id,
@@ -506,6 +729,19 @@ pub async fn send_transactional(
     );
     m.time_zone = time_zone;
     m.tags = tags;
+    let record = SendRecord {
+        ws: ws.to_string(),
+        msg: m.id.clone(),
+        content: None,
+        render: Some(spec),
+    };
+    let body = serde_json::to_string(&record).map_err(AppError::internal)?;
+    if body.len() > MAX_RECORD_BYTES {
+        return Err(AppError::PayloadTooLarge(format!(
+            "the message with its variables takes {} bytes; at most {MAX_RECORD_BYTES} are allowed",
+            body.len()
+        )));
+    }
     if let Some(reason) = super::suppressions::reason_for(deps.store, ws, &to).await? {
         let skip = SkipReason::from_suppression(reason);
         m.state = MessageState::Skipped;
@@ -519,17 +755,6 @@ pub async fn send_transactional(
         return Ok(m.into());
     }
     insert(deps.store, &m, deps.retention_days).await?;
-    let record = SendRecord {
-        ws: ws.to_string(),
-        msg: m.id.clone(),
-        content: Some(Content {
-            subject,
-            html: req.html,
-            text: req.text,
-            variables,
-        }),
-    };
-    let body = serde_json::to_string(&record).map_err(AppError::internal)?;
     if let Err(e) = deps.priority.send_batch(vec![body]).await {
         // Not queued: take the message back so nothing waits forever, and let the
         // client retry (with its Idempotency-Key).
@@ -586,33 +811,7 @@ pub async fn list(
     })
 }
 
-// ---- composing -----------------------------------------------------------------
-
-fn substitute(template: &str, vars: &BTreeMap<String, String>, html: bool) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) => {
-                let name = after[..end].trim();
-                match vars.get(name) {
-                    Some(v) if html => out.push_str(&escape_html(v)),
-                    Some(v) => out.push_str(v),
-                    None => out.push_str(&rest[start..start + 2 + end + 2]),
-                }
-                rest = &after[end + 2..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
+// ---- rendering -----------------------------------------------------------------
 
 fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -629,62 +828,57 @@ fn escape_html(s: &str) -> String {
     out
 }
 
-/// Everything composing a message needs besides the message.
+/// Everything rendering a message needs besides the message and the store.
 pub struct Composer {
     pub link_keys: Arc<LinkKeys>,
-    /// Public base URL for links (`https://…`, no trailing slash).
+    /// The platform's public base URL for links (`https://…`, no trailing slash); a
+    /// workspace's own `public_url` wins over it.
     pub public_url: String,
 }
 
-/// Builds the parts of a message: content with its variables, the sender's addresses,
-/// and the signed one-click unsubscribe URL (`List-Unsubscribe`). The one place the
-/// templates renderer plugs in.
-pub fn compose(
+/// Builds the parts of a message: `templates::render_message` (the engine's one
+/// rendering path: a stored version or inline content, the recipient's variables, the
+/// signed unsubscribe URL for `List-Unsubscribe`, tracked links when asked), the
+/// sender's addresses. Text-only inline content stays text-only.
+pub async fn render(
+    store: &dyn Store,
     composer: &Composer,
     m: &MessageRecord,
-    content: &Content,
+    spec: &RenderSpec,
     from: &crate::mime::Mailbox,
     reply_to: Option<&crate::mime::Mailbox>,
     now: DateTime<Utc>,
 ) -> AppResult<MessageParts> {
-    let token = composer
-        .link_keys
-        .sign(&LinkToken::Unsubscribe {
-            workspace_id: m.workspace_id.clone(),
-            message_id: m.id.clone(),
-        })
-        .map_err(AppError::internal)?;
-    let vars = &content.variables;
+    let source = spec.inline.as_ref().map(InlineContent::source);
+    let content = spec
+        .content(&source)
+        .ok_or_else(|| AppError::invalid("/template_id", "the message has no content"))?;
+    let rendered = templates::render_message(
+        store,
+        &templates::MessageContext {
+            workspace_id: &m.workspace_id,
+            content,
+            recipient: templates::Recipient::Data(&spec.variables),
+            campaign: None,
+            message_id: &m.id,
+            tracking: spec.tracking,
+            public_url: &composer.public_url,
+            keys: &composer.link_keys,
+        },
+    )
+    .await?;
+    let text_only = spec.inline.as_ref().is_some_and(|i| i.html.is_none());
     Ok(MessageParts {
         message_id: m.id.clone(),
         from: from.clone(),
         reply_to: reply_to.cloned(),
         to: crate::mime::Mailbox::new(None, &m.to),
-        subject: substitute(&content.subject, vars, false),
-        html: content.html.as_deref().map(|h| substitute(h, vars, true)),
-        text: content.text.as_deref().map(|t| substitute(t, vars, false)),
-        list_unsubscribe: Some(ListUnsubscribe {
-            url: format!("{}/u/{token}", composer.public_url.trim_end_matches('/')),
-            mailto: None,
-        }),
+        list_unsubscribe: Some(rendered.list_unsubscribe(None)),
+        subject: rendered.subject,
+        html: (!text_only).then_some(rendered.html),
+        text: Some(rendered.text).filter(|t| !t.trim().is_empty()),
         date: now,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn variables_are_substituted_and_escaped_in_html() {
-        let vars = BTreeMap::from([("name".to_string(), "<Ana>".to_string())]);
-        assert_eq!(substitute("Hi {{ name }}!", &vars, false), "Hi <Ana>!");
-        assert_eq!(
-            substitute("<p>{{name}}</p>", &vars, true),
-            "<p>&lt;Ana&gt;</p>"
-        );
-        assert_eq!(substitute("{{missing}} {{", &vars, false), "{{missing}} {{");
-    }
 }
 
 // ---- planning (bulk) -------------------------------------------------------------

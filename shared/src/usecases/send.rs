@@ -27,7 +27,7 @@ use rand::Rng;
 
 use super::dispatch::{self, DueEntry};
 use super::messages::{
-    self, Composer, Content, MessageRecord, SendRecord, TransitionError, transition,
+    self, Composer, MessageRecord, RenderSpec, SendRecord, TransitionError, transition,
 };
 use super::suppressions;
 use crate::error::{AppError, AppResult};
@@ -128,7 +128,8 @@ pub enum Outcome {
 struct Claimed {
     index: usize,
     m: MessageRecord,
-    content: Option<Content>,
+    /// What it renders from: the record's (transactional), else the message's own.
+    render: Option<RenderSpec>,
 }
 
 /// Handles one batch of records from a send queue.
@@ -152,11 +153,18 @@ async fn handle_records(deps: &SenderDeps<'_>, lane: Lane, records: &[Incoming])
             continue;
         }
         match claim(deps, &rec).await {
-            Ok(Claim::Claimed(m)) => claimed.push(Claimed {
-                index: i,
-                m: *m,
-                content: rec.content,
-            }),
+            Ok(Claim::Claimed(m)) => {
+                let render = rec
+                    .render
+                    .or_else(|| rec.content.as_ref().map(RenderSpec::from))
+                    .or_else(|| m.render.clone())
+                    .or_else(|| m.content.as_ref().map(RenderSpec::from));
+                claimed.push(Claimed {
+                    index: i,
+                    m: *m,
+                    render,
+                })
+            }
             Ok(Claim::Outcome(o)) => outcomes[i] = o,
             Err(e) => {
                 tracing::warn!(error = %e, msg = %rec.msg, "claiming failed");
@@ -564,8 +572,8 @@ async fn send_claimed(
         if let Some(key) = campaign_of(&c.m) {
             match gates.get(&key) {
                 Some(super::campaigns::Gate::Send(content)) => {
-                    if c.content.is_none() && c.m.content.is_none() {
-                        c.content = Some(content.clone());
+                    if c.render.is_none() {
+                        c.render = Some(RenderSpec::from(content));
                     }
                 }
                 Some(super::campaigns::Gate::Park) => {
@@ -682,10 +690,23 @@ async fn send_group(
             route.workspace_cap,
         ),
     };
+    // A day counter exists only while its cap does (nothing reads it otherwise): a cap
+    // set during a day counts the mail sent after it was set.
+    let (count_sender, count_ws) = (route.sender_cap.is_some(), route.workspace_cap.is_some());
     let granted = async {
-        let s = take_units(deps.store, &sender_key, n, sender_cap, day_end).await?;
-        let w = take_units(deps.store, &ws_key, s, ws_cap, day_end).await?;
-        give_back(deps.store, &sender_key, s - w).await;
+        let s = if count_sender {
+            take_units(deps.store, &sender_key, n, sender_cap, day_end).await?
+        } else {
+            n
+        };
+        let w = if count_ws {
+            take_units(deps.store, &ws_key, s, ws_cap, day_end).await?
+        } else {
+            s
+        };
+        if count_sender {
+            give_back(deps.store, &sender_key, s - w).await;
+        }
         Ok::<_, AppError>((s, w))
     }
     .await;
@@ -755,30 +776,46 @@ async fn send_group(
 
 async fn send_one(deps: &SenderDeps<'_>, route: &Route, c: Claimed) -> Outcome {
     let m = &c.m;
-    let content = match c.content.or_else(|| m.content.clone()) {
-        Some(content) => content,
-        None => {
+    let Some(spec) = c.render else {
+        return settle(
+            deps,
+            m,
+            Transition::Fail(FailReason::Permanent("no_content".into())),
+            |_| {},
+        )
+        .await;
+    };
+    let now = deps.clock.now();
+    let parts = match messages::render(
+        deps.store,
+        deps.composer,
+        m,
+        &spec,
+        &route.from,
+        route.reply_to.as_ref(),
+        now,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e @ (AppError::NotFound | AppError::Invalid(_))) => {
+            // The template (or its version, or the workspace) is gone, or it does not
+            // render for this recipient: trying again changes nothing.
+            let code = match e {
+                AppError::NotFound => "template_missing",
+                _ => "render",
+            };
+            tracing::warn!(error = %e, msg = %m.id, "rendering failed");
             return settle(
                 deps,
                 m,
-                Transition::Fail(FailReason::Permanent("no_content".into())),
+                Transition::Fail(FailReason::Permanent(code.into())),
                 |_| {},
             )
             .await;
         }
-    };
-    let now = deps.clock.now();
-    let parts = match messages::compose(
-        deps.composer,
-        m,
-        &content,
-        &route.from,
-        route.reply_to.as_ref(),
-        now,
-    ) {
-        Ok(p) => p,
         Err(e) => {
-            tracing::warn!(error = %e, "composing failed");
+            tracing::warn!(error = %e, "rendering failed");
             return release(deps, m).await;
         }
     };
@@ -820,7 +857,16 @@ async fn send_one(deps: &SenderDeps<'_>, route: &Route, c: Claimed) -> Outcome {
         tags,
     };
     match route.provider.send(&outgoing).await {
-        Ok(accepted) => record_sent(deps, route, m, &accepted.provider_message_id).await,
+        Ok(accepted) => {
+            record_sent(
+                deps,
+                route,
+                m,
+                &accepted.provider_message_id,
+                &outgoing.parts.subject,
+            )
+            .await
+        }
         Err(e @ (SendError::Transient { .. } | SendError::Throttled { .. })) => {
             let attempts = m.attempts + 1;
             if attempts >= deps.config.max_attempts {
@@ -877,42 +923,45 @@ async fn send_one(deps: &SenderDeps<'_>, route: &Route, c: Claimed) -> Outcome {
     }
 }
 
-/// The provider took the message: the pointer from its id first (so events can find
-/// the message even if we die now), then `sent`.
+/// The provider took the message: record `sent` with its id and the rendered subject.
+/// A provider whose events cannot name our message (`Provider::needs_message_pointer`)
+/// also gets a pointer item from its id to the message, in the same transaction.
 async fn record_sent(
     deps: &SenderDeps<'_>,
     route: &Route,
     m: &MessageRecord,
     provider_id: &str,
+    subject: &str,
 ) -> Outcome {
     let kind = route.provider.kind();
     let now = deps.clock.now();
-    let mut pointer = crate::ports::store::Item::new();
-    let (pk, sk) = keys::provider_message(kind, provider_id);
-    pointer.insert("pk".into(), val::s(pk));
-    pointer.insert("sk".into(), val::s(sk));
-    pointer.insert("ws".into(), val::s(&m.workspace_id));
-    pointer.insert("msg".into(), val::s(&m.id));
-    pointer.insert(
-        TTL.into(),
-        val::n((now + Duration::days(messages::DEFAULT_RETENTION_DAYS)).timestamp()),
-    );
-    for _ in 0..3 {
-        match deps.store.put(pointer.clone(), None).await {
-            Ok(()) => break,
-            Err(e) => tracing::warn!(error = %e, "writing the provider pointer failed"),
-        }
-    }
+    let pointer = route.provider.needs_message_pointer().then(|| {
+        let mut pointer = crate::ports::store::Item::new();
+        let (pk, sk) = keys::provider_message(kind, provider_id);
+        pointer.insert("pk".into(), val::s(pk));
+        pointer.insert("sk".into(), val::s(sk));
+        pointer.insert("ws".into(), val::s(&m.workspace_id));
+        pointer.insert("msg".into(), val::s(&m.id));
+        pointer.insert(
+            TTL.into(),
+            val::n((now + Duration::days(messages::DEFAULT_RETENTION_DAYS)).timestamp()),
+        );
+        pointer
+    });
     let mut current = m.clone();
     for _ in 0..5 {
         let attempts = current.attempts + 1;
-        let r = transition(deps.store, &current, Transition::Sent, now, |n| {
+        let edit = |n: &mut MessageRecord| {
             n.provider = Some(kind.to_string());
             n.provider_message_id = Some(provider_id.to_string());
             n.attempts = attempts;
             n.reason = None;
-        })
-        .await;
+            n.subject = subject.to_string();
+        };
+        let r = match &pointer {
+            None => transition(deps.store, &current, Transition::Sent, now, edit).await,
+            Some(pointer) => sent_with_pointer(deps.store, &current, now, edit, pointer).await,
+        };
         match r {
             Ok(_) => return Outcome::Done,
             Err(TransitionError::Conflict) | Err(TransitionError::App(_)) => {
@@ -930,6 +979,33 @@ async fn record_sent(
     }
     tracing::error!(msg = %m.id, provider_id, "sent, but recording it failed");
     Outcome::Done
+}
+
+/// `sent` and the provider pointer in one transaction.
+async fn sent_with_pointer(
+    store: &dyn Store,
+    m: &MessageRecord,
+    now: DateTime<Utc>,
+    edit: impl FnOnce(&mut MessageRecord),
+    pointer: &crate::ports::store::Item,
+) -> Result<MessageRecord, TransitionError> {
+    let (next, action) = messages::transition_action(m, Transition::Sent, now, edit)?;
+    let actions = vec![
+        action,
+        TxAction::Put {
+            item: pointer.clone(),
+            cond: None,
+        },
+    ];
+    match store.transact(actions).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionCanceled { failed }) if failed.first() == Some(&true) => {
+            return Err(TransitionError::Conflict);
+        }
+        Err(e) => return Err(TransitionError::App(e.into())),
+    }
+    messages::after_transition(store, m, &next, now).await;
+    Ok(next)
 }
 
 /// The dead-letter consumer: records that reached a DLQ mark their messages

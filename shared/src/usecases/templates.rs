@@ -929,6 +929,27 @@ async fn prepared_inline(store: &dyn Store, ws: &str, src: &Source) -> AppResult
     Ok(p)
 }
 
+/// A contact's variables: `id`, `email`, `first_name`, `last_name`, `time_zone`,
+/// `locale`, `external_id` (when set) and `attributes`.
+pub fn contact_variables(c: &Contact) -> Map<String, Json> {
+    let mut m = Map::with_capacity(12);
+    m.insert("id".into(), Json::String(c.id.clone()));
+    m.insert("email".into(), Json::String(c.email.clone()));
+    for (k, v) in [
+        ("first_name", &c.first_name),
+        ("last_name", &c.last_name),
+        ("time_zone", &c.time_zone),
+        ("locale", &c.locale),
+        ("external_id", &c.external_id),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.into(), Json::String(v.clone()));
+        }
+    }
+    m.insert("attributes".into(), Json::Object(c.attributes.clone()));
+    m
+}
+
 /// The variables of one render: the recipient's, the workspace's and the campaign's.
 pub fn variables(
     recipient: &Recipient<'_>,
@@ -936,24 +957,7 @@ pub fn variables(
     campaign: Option<&Map<String, Json>>,
 ) -> Map<String, Json> {
     let mut vars = match recipient {
-        Recipient::Contact(c) => {
-            let mut m = Map::with_capacity(12);
-            m.insert("id".into(), Json::String(c.id.clone()));
-            m.insert("email".into(), Json::String(c.email.clone()));
-            for (k, v) in [
-                ("first_name", &c.first_name),
-                ("last_name", &c.last_name),
-                ("time_zone", &c.time_zone),
-                ("locale", &c.locale),
-                ("external_id", &c.external_id),
-            ] {
-                if let Some(v) = v {
-                    m.insert(k.into(), Json::String(v.clone()));
-                }
-            }
-            m.insert("attributes".into(), Json::Object(c.attributes.clone()));
-            m
-        }
+        Recipient::Contact(c) => contact_variables(c),
         Recipient::Data(d) => (*d).clone(),
     };
     vars.insert(
@@ -991,7 +995,27 @@ pub async fn render_message(
     m: &MessageContext<'_>,
 ) -> AppResult<RenderedMessage> {
     let workspace = workspaces::get_workspace(store, m.workspace_id).await?;
-    let (prepared, version) = match &m.content {
+    let (prepared, version) = prepare(store, m.workspace_id, &m.content).await?;
+    let vars = variables(&m.recipient, &workspace, m.campaign);
+    render_prepared(
+        &prepared,
+        vars,
+        m,
+        base_url(&workspace, m.public_url),
+        version,
+    )
+}
+
+/// The parsed form of what a message renders from, and the version it is: the pinned
+/// version, the published one when none is pinned, or `None` for inline content. What
+/// `render_message` does before it renders; `POST /v1/send` calls it to check a send
+/// (422s: `/template_id` never published, inline content that does not compile).
+pub async fn prepare(
+    store: &dyn Store,
+    ws: &str,
+    content: &Content<'_>,
+) -> AppResult<(Arc<Prepared>, Option<u32>)> {
+    match content {
         Content::Stored {
             template_id,
             version,
@@ -999,7 +1023,7 @@ pub async fn render_message(
             let v = match version {
                 Some(v) => *v,
                 None => {
-                    let t = get(store, m.workspace_id, template_id).await?;
+                    let t = get(store, ws, template_id).await?;
                     if t.published_version == 0 {
                         return Err(AppError::invalid(
                             "/template_id",
@@ -1009,21 +1033,10 @@ pub async fn render_message(
                     t.published_version
                 }
             };
-            (
-                prepared_version(store, m.workspace_id, template_id, v).await?,
-                Some(v),
-            )
+            Ok((prepared_version(store, ws, template_id, v).await?, Some(v)))
         }
-        Content::Inline(src) => (prepared_inline(store, m.workspace_id, src).await?, None),
-    };
-    let vars = variables(&m.recipient, &workspace, m.campaign);
-    render_prepared(
-        &prepared,
-        vars,
-        m,
-        base_url(&workspace, m.public_url),
-        version,
-    )
+        Content::Inline(src) => Ok((prepared_inline(store, ws, src).await?, None)),
+    }
 }
 
 /// Renders an already prepared version (what `render_message` does after its reads;

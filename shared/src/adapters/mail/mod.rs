@@ -27,6 +27,10 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
         (**self).deduplicates()
     }
 
+    fn needs_message_pointer(&self) -> bool {
+        (**self).needs_message_pointer()
+    }
+
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {
         (**self).send(message).await
     }

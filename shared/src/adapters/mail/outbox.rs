@@ -79,6 +79,11 @@ impl Provider for OutboxProvider {
         "outbox"
     }
 
+    /// No events.
+    fn needs_message_pointer(&self) -> bool {
+        false
+    }
+
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {
         let id = message.parts.message_id.clone();
         if !is_safe_id(&id) {

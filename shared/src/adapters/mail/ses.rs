@@ -160,6 +160,12 @@ impl Provider for SesProvider {
         "ses"
     }
 
+    /// Event publishing through a configuration set echoes our message tags in every
+    /// event; without one, events come only from identity notifications, which do not.
+    fn needs_message_pointer(&self) -> bool {
+        self.configuration_set.is_none()
+    }
+
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {
         if message.raw.len() > MAX_MESSAGE_BYTES {
             return Err(permanent(

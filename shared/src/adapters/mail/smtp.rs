@@ -203,6 +203,11 @@ impl Provider for SmtpProvider {
         "smtp"
     }
 
+    /// No events (bounces come back as mail).
+    fn needs_message_pointer(&self) -> bool {
+        false
+    }
+
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {
         let parse = |field: &str, email: &str| {
             email

@@ -60,6 +60,11 @@ impl Provider for NullProvider {
         "null"
     }
 
+    /// No events.
+    fn needs_message_pointer(&self) -> bool {
+        false
+    }
+
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {
         self.sent.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.per_recipient.lock() {
@@ -169,6 +174,10 @@ impl<P: Provider> Provider for FaultyProvider<P> {
 
     fn deduplicates(&self) -> bool {
         self.inner.deduplicates()
+    }
+
+    fn needs_message_pointer(&self) -> bool {
+        self.inner.needs_message_pointer()
     }
 
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {
