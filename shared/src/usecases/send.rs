@@ -565,7 +565,19 @@ async fn send_claimed(
             match gates.get(&key) {
                 Some(super::campaigns::Gate::Send(content)) => {
                     if c.content.is_none() && c.m.content.is_none() {
-                        c.content = Some(content.clone());
+                        use super::campaigns::RenderFailure;
+                        match content.for_message(deps.store, deps.composer, &c.m).await {
+                            Ok(content) => c.content = Some(content),
+                            Err(RenderFailure::Permanent(code)) => {
+                                let t = Transition::Fail(FailReason::Permanent(code.into()));
+                                out.push((c.index, settle(deps, &c.m, t, |_| {}).await));
+                                continue;
+                            }
+                            Err(RenderFailure::Retry) => {
+                                out.push((c.index, release(deps, &c.m).await));
+                                continue;
+                            }
+                        }
                     }
                 }
                 Some(super::campaigns::Gate::Park) => {
