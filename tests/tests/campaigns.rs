@@ -248,7 +248,9 @@ impl World {
                 sender_ids: Some(senders.iter().map(|s| s.to_string()).collect()),
                 list_ids: targets.to_vec(),
                 exclude_list_ids: Some(excluded.to_vec()),
-                subject: "Hello".into(),
+                template_id: None,
+                template_version: None,
+                subject: Some("Hello".into()),
                 html: None,
                 text: Some("Hi there".into()),
                 tracking: Some(false),
@@ -884,9 +886,17 @@ async fn preflight_reports_the_audience_and_writes_nothing() {
     .unwrap();
     let id = w.campaign(&["snd_b", "snd_missing"], &[l], &[]).await;
     let writes = w.s().writes();
-    let p = planner::preflight(w.s(), w.directory.as_ref(), &w.ws, &id, w.clock.now())
-        .await
-        .unwrap();
+    let p = planner::preflight(
+        w.s(),
+        w.directory.as_ref(),
+        &w.ws,
+        &id,
+        w.clock.now(),
+        &w.composer.link_keys,
+        &w.composer.public_url,
+    )
+    .await
+    .unwrap();
     assert_eq!(w.s().writes(), writes);
     assert_eq!(p.members, 6);
     assert_eq!(p.recipients, 5);
@@ -1035,4 +1045,184 @@ async fn a_campaign_goes_from_lists_to_the_outbox_through_the_runner_over_http()
         .get(&format!("/v1/campaigns/{id}/messages?state=nope"))
         .await;
     assert_eq!(bad_state.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_template_campaign_pins_its_version_and_renders_per_recipient() {
+    use mailpilot_runner::{DeliverySettings, Settings};
+    use mailpilot_shared::usecases::senders::LOCAL_SENDER_ID;
+    use mailpilot_tests::app::spawn_app_with;
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let c2 = clock.clone();
+    let app = spawn_app_with(move |s: &mut Settings| {
+        s.delivery = DeliverySettings {
+            workers: 0,
+            persist_queues: false,
+            manual_clock: Some(c2),
+            ..DeliverySettings::default()
+        };
+    })
+    .await;
+    let mut ids = vec![];
+    for (email, name) in [("ana@example.com", Some("Ana")), ("bo@example.com", None)] {
+        let mut body = json!({ "email": email });
+        if let Some(n) = name {
+            body["first_name"] = json!(n);
+        }
+        let c = app.post("/v1/contacts", body).await;
+        assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+        ids.push(c.body["id"].as_str().unwrap().to_string());
+    }
+    let list = app.post("/v1/lists", json!({"name": "Readers"})).await;
+    let list_id = list.body["id"].as_str().unwrap().to_string();
+    app.post(
+        &format!("/v1/lists/{list_id}/members"),
+        json!({"contact_ids": ids}),
+    )
+    .await;
+    // Version 1 (published): the subject greets by first name. No unsubscribe link:
+    // a template warning the preflight passes on.
+    let t = app
+        .post(
+            "/v1/templates",
+            json!({"name": "News", "subject": "Hi {{first_name}} from {{campaign.name}}",
+                   "html": "<p>Hello {{first_name}}</p>"}),
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::CREATED, "{}", t.body);
+    let tid = t.body["id"].as_str().unwrap().to_string();
+
+    // Template and inline content exclude each other; an unknown template is named.
+    for (body, field) in [
+        (
+            json!({"name": "W", "sender_id": LOCAL_SENDER_ID, "list_ids": [list_id],
+                   "template_id": tid, "subject": "x"}),
+            "/subject",
+        ),
+        (
+            json!({"name": "W", "sender_id": LOCAL_SENDER_ID, "list_ids": [list_id],
+                   "template_id": "tpl_nope"}),
+            "/template_id",
+        ),
+        (
+            json!({"name": "W", "sender_id": LOCAL_SENDER_ID, "list_ids": [list_id],
+                   "template_id": tid, "template_version": 7}),
+            "/template_version",
+        ),
+    ] {
+        let bad = app.post("/v1/campaigns", body).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+        assert_eq!(bad.body["errors"][0]["field"], field, "{}", bad.body);
+    }
+
+    let c = app
+        .post(
+            "/v1/campaigns",
+            json!({"name": "Weekly", "sender_id": LOCAL_SENDER_ID, "list_ids": [list_id],
+                   "template_id": tid, "tracking": false}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    assert_eq!(c.body["template_id"], tid.as_str());
+    assert!(c.body["subject"].is_null());
+    let id = c.body["id"].as_str().unwrap().to_string();
+
+    let p = app
+        .post(&format!("/v1/campaigns/{id}/preflight"), json!({}))
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert_eq!(p.body["template"]["version"], 1, "{}", p.body);
+    let samples = p.body["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2, "{}", p.body);
+    let subjects: Vec<&str> = samples
+        .iter()
+        .map(|s| s["subject"].as_str().unwrap())
+        .collect();
+    assert!(subjects.contains(&"Hi Ana from Weekly"), "{subjects:?}");
+    let bo = samples
+        .iter()
+        .find(|s| s["email"] == "bo@example.com")
+        .unwrap();
+    assert_eq!(bo["missing_variables"], json!(["first_name"]), "{bo}");
+    let codes: Vec<&str> = p.body["template_warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"no_unsubscribe_link"), "{codes:?}");
+
+    // A test copy: the transactional lane, marked, outside the campaign's counts.
+    let t = app
+        .post(
+            &format!("/v1/campaigns/{id}/test"),
+            json!({"to": "qa@example.com"}),
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::ACCEPTED, "{}", t.body);
+    assert_eq!(
+        t.body["tags"]["mp_campaign_test"],
+        id.as_str(),
+        "{}",
+        t.body
+    );
+    let bad = app
+        .post(&format!("/v1/campaigns/{id}/test"), json!({"to": "nope"}))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert_eq!(bad.body["errors"][0]["field"], "/to");
+
+    let l = app
+        .post(&format!("/v1/campaigns/{id}/launch"), json!({}))
+        .await;
+    assert_eq!(l.status, StatusCode::ACCEPTED, "{}", l.body);
+    assert_eq!(l.body["runs"][0]["template"]["version"], 1, "{}", l.body);
+    // A version saved and published after the launch does not change this run.
+    let v2 = app
+        .patch(
+            &format!("/v1/templates/{tid}"),
+            json!({"subject": "Changed", "publish": true}),
+        )
+        .await;
+    assert_eq!(v2.status, StatusCode::OK, "{}", v2.body);
+
+    let mut planned = false;
+    for _ in 0..500 {
+        let s = app.get(&format!("/v1/campaigns/{id}")).await;
+        if s.body["runs"][0]["planning_done"] == true {
+            planned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(planned, "planning finished");
+    app.engine()
+        .drain(Some(clock.now() + Duration::minutes(5)))
+        .await
+        .unwrap();
+    let s = app.get(&format!("/v1/campaigns/{id}")).await;
+    assert_eq!(s.body["state"], "completed", "{}", s.body);
+    assert_eq!(s.body["runs"][0]["counts"]["sent"], 2, "{}", s.body);
+    let outbox = app.get("/v1/outbox").await;
+    let mut subjects: Vec<String> = outbox.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    subjects.sort_unstable();
+    assert_eq!(
+        subjects,
+        vec![
+            "Hi Ana from Weekly",
+            "Hi from Weekly",
+            "[Test] Hi from Weekly"
+        ],
+        "{}",
+        outbox.body
+    );
 }

@@ -165,6 +165,29 @@ fn the_api_function_may_touch_only_its_table_secret_and_ses_list() {
         } else if s["Sid"] == "ImportQueue" {
             assert_eq!(actions, vec!["sqs:SendMessage"]);
             assert_eq!(resources, vec![json!({ "Fn::GetAtt": "ImportQueue.Arn" })]);
+        } else if s["Sid"] == "PlanningQueue" {
+            assert_eq!(actions, vec!["sqs:SendMessage"]);
+            assert_eq!(
+                resources,
+                vec![json!({ "Fn::GetAtt": "PlanningQueue.Arn" })]
+            );
+        } else if s["Sid"] == "CampaignSchedules" {
+            assert_eq!(
+                actions,
+                vec!["scheduler:CreateSchedule", "scheduler:DeleteSchedule"]
+            );
+            assert_eq!(resources, vec![campaign_schedules()]);
+        } else if s["Sid"] == "PassSchedulerRole" {
+            // Only the campaigns' scheduler role, and only to Scheduler.
+            assert_eq!(actions, vec!["iam:PassRole"]);
+            assert_eq!(
+                resources,
+                vec![json!({ "Fn::GetAtt": "CampaignSchedulerRole.Arn" })]
+            );
+            assert_eq!(
+                s["Condition"]["StringEquals"]["iam:PassedToService"],
+                "scheduler.amazonaws.com"
+            );
         } else if actions.iter().any(|a| a.starts_with("sqs:")) {
             // POST /v1/send enqueues on the high-priority queue, nothing else.
             assert_eq!(actions, vec!["sqs:SendMessage"]);
@@ -616,6 +639,76 @@ fn every_queue_has_depth_or_age_alarms_and_the_account_reputation_is_watched() {
             "{metric} is not watched"
         );
     }
+fn campaign_schedules() -> Json {
+    json!({ "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/${CampaignScheduleGroup}/*" })
+}
+
+#[test]
+fn campaign_planning_has_its_queue_dlq_scheduler_role_and_a_deliberate_loop() {
+    let t = template();
+    let r = &t["Resources"];
+    let q = &r["PlanningQueue"]["Properties"];
+    assert_eq!(
+        q["RedrivePolicy"]["deadLetterTargetArn"],
+        json!({ "Fn::GetAtt": "PlanningDeadLetterQueue.Arn" })
+    );
+    let f = &r["PlanFunction"];
+    let p = &f["Properties"];
+    assert_eq!(p["CodeUri"], "target/lambda/dispatch/");
+    // The planner queues its own next page: the loop is intended (see the template).
+    assert_eq!(p["RecursiveLoop"], "Allow");
+    let timeout = p["Timeout"].as_i64().unwrap();
+    assert!(q["VisibilityTimeout"].as_i64().unwrap() >= 6 * timeout);
+    let ev = &p["Events"]["Planning"]["Properties"];
+    assert_eq!(ev["Queue"], json!({ "Fn::GetAtt": "PlanningQueue.Arn" }));
+    assert_eq!(
+        ev["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    for (actions, resources) in statements(f) {
+        if actions.iter().any(|a| a.starts_with("sqs:")) {
+            assert_eq!(actions, vec!["sqs:SendMessage"]);
+            assert_eq!(
+                resources,
+                vec![json!({ "Fn::GetAtt": "PlanningQueue.Arn" })]
+            );
+        } else if actions.iter().any(|a| a.starts_with("scheduler:")) {
+            assert_eq!(actions, vec!["scheduler:DeleteSchedule"]);
+            assert_eq!(resources, vec![campaign_schedules()]);
+        } else if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
+            assert_eq!(resources, vec![json!({ "Ref": "MailpilotSecrets" })]);
+        } else {
+            assert!(
+                actions.iter().all(|a| a.starts_with("dynamodb:")),
+                "{actions:?}"
+            );
+        }
+    }
+    // Scheduler assumes a role that may only send to the planning queue.
+    let role = &r["CampaignSchedulerRole"]["Properties"];
+    let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
+    assert_eq!(trust["Principal"]["Service"], "scheduler.amazonaws.com");
+    assert_eq!(
+        trust["Condition"]["StringEquals"]["aws:SourceAccount"],
+        json!({ "Ref": "AWS::AccountId" })
+    );
+    let st = &role["Policies"][0]["PolicyDocument"]["Statement"];
+    assert_eq!(st.as_array().unwrap().len(), 1);
+    assert_eq!(st[0]["Action"], json!(["sqs:SendMessage"]));
+    assert_eq!(
+        st[0]["Resource"],
+        json!({ "Fn::GetAtt": "PlanningQueue.Arn" })
+    );
+    // The API knows where campaigns go.
+    let env = &r["ApiFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        env["MAILPILOT_PLANNING_QUEUE_URL"],
+        json!({ "Ref": "PlanningQueue" })
+    );
+    assert_eq!(
+        env["MAILPILOT_SCHEDULER_ROLE_ARN"],
+        json!({ "Fn::GetAtt": "CampaignSchedulerRole.Arn" })
+    );
 }
 
 #[test]

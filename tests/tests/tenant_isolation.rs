@@ -238,6 +238,8 @@ fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
         ("POST", "/v1/campaigns") => json!({"name": "B's", "sender_id": "snd_b",
             "list_ids": [f.list_id], "subject": "s", "text": "t"}),
         ("PATCH", "/v1/campaigns/{id}") => json!({"name": "taken by B"}),
+        // A test copy of A's campaign: not found for B.
+        ("POST", "/v1/campaigns/{id}/test") => json!({"to": "bob@b.example"}),
         ("POST", "/v1/suppressions") => json!({"email": "someone@b.example"}),
         ("POST", "/v1/api-keys") => json!({"name": "b", "scope": "full"}),
         ("POST", "/v1/workspaces") => json!({"name": "x"}),

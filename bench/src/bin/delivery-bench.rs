@@ -267,7 +267,7 @@ async fn transactional(
     .await?;
     let demo = running.demo.clone().expect("demo");
     let ws = demo.workspace_id.clone();
-    let provider: Arc<dyn Provider> = match provider {
+    let provider_impl: Arc<dyn Provider> = match provider {
         "outbox" => Arc::new(
             mailpilot_shared::adapters::mail::outbox::OutboxProvider::new(
                 dir.path().join("outbox"),
@@ -275,7 +275,7 @@ async fn transactional(
         ),
         _ => Arc::new(NullProvider),
     };
-    directory.insert(&ws, route_via("snd_bench", provider));
+    directory.insert(&ws, route_via("snd_bench", provider_impl));
     // The backlog: bulk messages due now (real sends through the same provider), their
     // records already in the normal queue. Written 25 items per commit, straight into
     // the store (as `messages::plan` writes them, without due entries: the records are

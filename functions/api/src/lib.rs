@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use mailpilot_shared::adapters::aws::blobs::S3Blobs;
 use mailpilot_shared::adapters::aws::queue::{SqsQueue, SqsStarter};
+use mailpilot_shared::adapters::aws::scheduler::EventBridgeScheduler;
 use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
 use mailpilot_shared::model::links::{LinkKeys, LinkKeysError};
@@ -82,10 +83,32 @@ pub fn enable_sending(state: &AppState, priority: Arc<dyn Queue>, retention_days
     });
 }
 
+/// Enables the campaign actions (launch, schedule, pause, resume, cancel, retry,
+/// preflight): planning tasks go to the planning queue, scheduled starts to
+/// EventBridge Scheduler.
+pub fn enable_campaigns(
+    state: &AppState,
+    planning: Arc<dyn Queue>,
+    scheduler: Arc<dyn mailpilot_shared::ports::scheduler::Scheduler>,
+) {
+    let directory = Arc::new(StoreDirectory::new(
+        state.store.clone(),
+        state.config.providers.clone(),
+    ));
+    state.set_campaign_ports(mailpilot_shared::http::campaigns::CampaignPorts {
+        planning,
+        scheduler,
+        directory,
+    });
+}
+
 /// Builds the app from the function's environment: `MAILPILOT_TABLE`,
 /// `MAILPILOT_SECRETS_ARN`, `MAILPILOT_PRIORITY_QUEUE_URL`, `MAILPILOT_KEY_RATE` (default
 /// 100), `MAILPILOT_RETENTION_DAYS` (default 400), and for imports
-/// `MAILPILOT_UPLOADS_BUCKET` and `MAILPILOT_IMPORT_QUEUE_URL`.
+/// `MAILPILOT_UPLOADS_BUCKET` and `MAILPILOT_IMPORT_QUEUE_URL`, and for campaigns
+/// `MAILPILOT_PLANNING_QUEUE_URL`, `MAILPILOT_PLANNING_QUEUE_ARN`,
+/// `MAILPILOT_SCHEDULE_GROUP` and `MAILPILOT_SCHEDULER_ROLE_ARN` (without them campaign
+/// actions answer 503).
 pub async fn app_from_env() -> Result<axum::Router> {
     let table = std::env::var("MAILPILOT_TABLE").context("MAILPILOT_TABLE is not set")?;
     let secret_id =
@@ -129,5 +152,23 @@ pub async fn app_from_env() -> Result<axum::Router> {
         .unwrap_or(DEFAULT_RETENTION_DAYS);
     let priority = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url));
     enable_sending(&state, priority, retention_days);
+    let planning_url = std::env::var("MAILPILOT_PLANNING_QUEUE_URL").ok();
+    let planning_arn = std::env::var("MAILPILOT_PLANNING_QUEUE_ARN").ok();
+    let group = std::env::var("MAILPILOT_SCHEDULE_GROUP").ok();
+    let role = std::env::var("MAILPILOT_SCHEDULER_ROLE_ARN").ok();
+    if let (Some(url), Some(arn), Some(group), Some(role)) =
+        (planning_url, planning_arn, group, role)
+    {
+        enable_campaigns(
+            &state,
+            Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), url)),
+            Arc::new(EventBridgeScheduler::new(
+                aws_sdk_scheduler::Client::new(&sdk),
+                group,
+                arn,
+                role,
+            )),
+        );
+    }
     Ok(http::router(state))
 }

@@ -1,11 +1,22 @@
-//! The dispatch function: a Scheduler event (every minute; its content does not
-//! matter) → `usecases::dispatch::dispatch` → the run's report.
+//! The dispatch function, two entry points in one binary:
+//! - a Scheduler event (every minute; its content does not matter) →
+//!   `usecases::dispatch::dispatch` → the run's report;
+//! - an SQS batch from the **planning queue** (a campaign's scheduled start from its
+//!   EventBridge Scheduler `at()` schedule, a launch, the next page the planner queued, a
+//!   cancel/resume/retry sweep) → `usecases::planner::handle_batch` → a partial batch
+//!   response (`ReportBatchItemFailures`) naming the records to retry.
+//!
+//! The planner re-enqueues the next page on the queue it is fed from: a deliberate
+//! Lambda → SQS → Lambda loop (template.yaml: `PlanFunction`, `RecursiveLoop: Allow`).
 
 use mailpilot_shared::error::AppResult;
 use mailpilot_shared::ports::clock::Clock;
 use mailpilot_shared::ports::queue::Queue;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::usecases::dispatch::{self, DispatchReport};
+use mailpilot_shared::usecases::planner::{self, PlannerDeps};
+use mailpilot_shared::usecases::send::{Incoming, Outcome};
+use serde::{Deserialize, Serialize};
 
 /// Entries read per invocation at most (the next run goes on from the checkpoint): at
 /// 500 per page and 10 per SendMessageBatch this fits the function's 60 s.
@@ -21,4 +32,70 @@ pub async fn handle(
     let report = dispatch::dispatch(store, bulk, priority, clock, MAX_ITEMS_PER_RUN).await?;
     tracing::info!(?report, "dispatched");
     Ok(report)
+}
+
+/// The SQS event (the fields the planner reads).
+#[derive(Debug, Deserialize)]
+pub struct SqsEvent {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<SqsRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SqsRecord {
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(default)]
+    pub body: String,
+}
+
+/// The partial batch response (`ReportBatchItemFailures`).
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BatchResponse {
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<ItemFailure>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+/// Is this event an SQS batch (the planning queue) rather than the minute's schedule?
+pub fn is_sqs(event: &serde_json::Value) -> bool {
+    event.get("Records").is_some_and(|r| r.is_array())
+}
+
+/// Plans the records of a planning-queue batch. A record that does not parse is dropped
+/// (logged); a failed step is reported so SQS redelivers it after the visibility
+/// timeout (and dead-letters it after `maxReceiveCount`). Every step is idempotent:
+/// a redelivered or duplicated record writes nothing twice.
+pub async fn plan(event: serde_json::Value, deps: &PlannerDeps<'_>) -> BatchResponse {
+    let event: SqsEvent = match serde_json::from_value(event) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "a planning event that is not an SQS batch");
+            return BatchResponse::default();
+        }
+    };
+    let records: Vec<Incoming> = event
+        .records
+        .iter()
+        .map(|r| Incoming {
+            id: r.message_id.clone(),
+            body: r.body.clone(),
+        })
+        .collect();
+    let outcomes = planner::handle_batch(deps, &records).await;
+    BatchResponse {
+        batch_item_failures: records
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, o)| !matches!(o, Outcome::Done))
+            .map(|(r, _)| ItemFailure {
+                item_identifier: r.id.clone(),
+            })
+            .collect(),
+    }
 }

@@ -1,14 +1,57 @@
-//! Lambda entry point: EventBridge Scheduler (every minute) → the dispatcher.
-//! Environment: `MAILPILOT_TABLE`, `MAILPILOT_SEND_QUEUE_URL`, `MAILPILOT_PRIORITY_QUEUE_URL`.
+//! Lambda entry point: EventBridge Scheduler (every minute) → the dispatcher; the
+//! planning queue (SQS) → the campaign planner (see `lib.rs`).
+//! Environment: `MAILPILOT_TABLE`, `MAILPILOT_SEND_QUEUE_URL`, `MAILPILOT_PRIORITY_QUEUE_URL`;
+//! for planning also `MAILPILOT_SECRETS_ARN`, `MAILPILOT_PLANNING_QUEUE_URL`,
+//! `MAILPILOT_PLANNING_QUEUE_ARN`, `MAILPILOT_SCHEDULE_GROUP`, `MAILPILOT_SCHEDULER_ROLE_ARN`.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
 use mailpilot_shared::adapters::aws::queue::SqsQueue;
+use mailpilot_shared::adapters::aws::scheduler::EventBridgeScheduler;
 use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::ports::clock::SystemClock;
+use mailpilot_shared::ports::store::Store;
+use mailpilot_shared::secrets::Sealer;
+use mailpilot_shared::usecases::planner::PlannerDeps;
+use mailpilot_shared::usecases::providers::Providers;
+use mailpilot_shared::usecases::send::StoreDirectory;
 
 fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set"))
+}
+
+/// What the planning entry point needs (built when the planning variables are set).
+struct Planning {
+    directory: StoreDirectory,
+    queue: SqsQueue,
+    scheduler: EventBridgeScheduler,
+}
+
+async fn planning(sdk: &aws_config::SdkConfig, store: Arc<dyn Store>) -> anyhow::Result<Planning> {
+    let secrets = mailpilot_shared::adapters::aws::secrets::load(
+        &aws_sdk_secretsmanager::Client::new(sdk),
+        &env("MAILPILOT_SECRETS_ARN")?,
+    )
+    .await
+    .context("loading the secrets")?;
+    Ok(Planning {
+        directory: StoreDirectory::new(
+            store,
+            Providers::new(Sealer::new(&secrets.encryption_key), None),
+        ),
+        queue: SqsQueue::new(
+            aws_sdk_sqs::Client::new(sdk),
+            env("MAILPILOT_PLANNING_QUEUE_URL")?,
+        ),
+        scheduler: EventBridgeScheduler::new(
+            aws_sdk_scheduler::Client::new(sdk),
+            env("MAILPILOT_SCHEDULE_GROUP")?,
+            env("MAILPILOT_PLANNING_QUEUE_ARN")?,
+            env("MAILPILOT_SCHEDULER_ROLE_ARN")?,
+        ),
+    })
 }
 
 #[tokio::main]
@@ -22,16 +65,39 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .without_time()
         .init();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), env("MAILPILOT_TABLE")?);
+    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        env("MAILPILOT_TABLE")?,
+    ));
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let bulk = SqsQueue::new(sqs.clone(), env("MAILPILOT_SEND_QUEUE_URL")?);
     let priority = SqsQueue::new(sqs, env("MAILPILOT_PRIORITY_QUEUE_URL")?);
-    let (store, bulk, priority) = (&store, &bulk, &priority);
+    // The planning function has the planning variables; the minute's dispatcher not.
+    let planning = match std::env::var("MAILPILOT_PLANNING_QUEUE_URL") {
+        Ok(_) => Some(planning(&sdk, store.clone()).await?),
+        Err(_) => None,
+    };
+    let (store, bulk, priority, planning) = (&store, &bulk, &priority, &planning);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            let report = dispatch::handle(event.payload, store, bulk, priority, &SystemClock)
-                .await
-                .map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
+            if dispatch::is_sqs(&event.payload) {
+                let p = planning
+                    .as_ref()
+                    .ok_or("an SQS batch reached a function without the planning settings")?;
+                let deps = PlannerDeps {
+                    store: store.as_ref(),
+                    directory: &p.directory,
+                    planning: &p.queue,
+                    scheduler: &p.scheduler,
+                    clock: &SystemClock,
+                };
+                let response = dispatch::plan(event.payload, &deps).await;
+                return Ok::<_, lambda_runtime::Error>(serde_json::to_value(response)?);
+            }
+            let report =
+                dispatch::handle(event.payload, store.as_ref(), bulk, priority, &SystemClock)
+                    .await
+                    .map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
             Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
         },
     ))

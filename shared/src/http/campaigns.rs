@@ -19,7 +19,7 @@ use crate::ports::queue::Queue;
 use crate::ports::scheduler::Scheduler;
 use crate::usecases::Paged;
 use crate::usecases::campaigns::{
-    self, Campaign, CampaignPatch, CreateCampaign, LaunchDeps, LaunchRequest,
+    self, Campaign, CampaignPatch, CreateCampaign, LaunchDeps, LaunchRequest, TestSendRequest,
 };
 use crate::usecases::messages::Message;
 use crate::usecases::planner::{self, Preflight};
@@ -200,6 +200,44 @@ pub async fn resume_campaign(
     Ok((StatusCode::ACCEPTED, Json(c)).into_response())
 }
 
+/// Send one rendered copy to an address (a test: through the transactional lane,
+/// subject prefixed `[Test] `, tagged `mp_campaign_test`, not in the campaign's counts).
+/// Answers `202` with the message; follow it at `GET /v1/messages/{id}`.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/test", tag = "campaigns", params(("id" = String, Path)),
+    request_body = TestSendRequest, responses((status = 202, body = Message)))]
+pub async fn test_campaign(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: axum::http::HeaderMap,
+    PathParam(id): PathParam,
+    ApiJson(req): ApiJson<TestSendRequest>,
+) -> AppResult<Response> {
+    let Some(d) = s.sending.get() else {
+        return Err(AppError::Store(
+            crate::ports::store::StoreError::unavailable(
+                "sending is not configured in this deployment",
+            ),
+        ));
+    };
+    let deps = crate::usecases::messages::SendDeps {
+        store: s.store(),
+        directory: d.directory.as_ref(),
+        priority: d.priority.as_ref(),
+        clock: d.clock.as_ref(),
+        retention_days: d.retention_days,
+    };
+    let composer = crate::usecases::messages::Composer {
+        link_keys: s.config.link_keys.clone(),
+        public_url: super::routes::platform_url(&s, &headers),
+    };
+    let m = campaigns::send_test(&deps, ws(&p), &id, req, &composer).await?;
+    let mut res = (StatusCode::ACCEPTED, Json(&m)).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("/v1/messages/{}", m.id)) {
+        res.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    Ok(res)
+}
+
 /// Cancel: a pending schedule is deleted and every unsent message ends
 /// `skipped(cancelled)` (in the background).
 #[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", tag = "campaigns", params(("id" = String, Path)),
@@ -259,9 +297,11 @@ pub async fn list_campaign_messages(
 pub async fn preflight_campaign(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
+    headers: axum::http::HeaderMap,
     PathParam(id): PathParam,
 ) -> AppResult<Json<Preflight>> {
     let ports = ports(&s)?;
+    let base = super::routes::platform_url(&s, &headers);
     Ok(Json(
         planner::preflight(
             s.store(),
@@ -269,6 +309,8 @@ pub async fn preflight_campaign(
             ws(&p),
             &id,
             SystemClock.now(),
+            &s.config.link_keys,
+            &base,
         )
         .await?,
     ))

@@ -191,6 +191,7 @@ fn campaign_routes() -> Router<AppState> {
             post(retry_failed_campaign),
         )
         .route("/v1/campaigns/{id}/preflight", post(preflight_campaign))
+        .route("/v1/campaigns/{id}/test", post(test_campaign))
         .route("/v1/campaigns/{id}/messages", get(list_campaign_messages))
         .route(
             "/v1/campaigns/{id}/resend",

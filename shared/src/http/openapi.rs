@@ -33,6 +33,7 @@ use super::routes;
         super::campaigns::list_campaign_messages, super::campaigns::preflight_campaign,
         super::analytics::overview, super::analytics::daily, super::analytics::campaign,
         super::analytics::campaign_links, super::analytics::resend_campaign,
+        super::campaigns::test_campaign,
         super::messages::send, super::messages::get_message, super::messages::list_messages,
         routes::create_template, routes::list_templates, routes::get_template, routes::update_template, routes::delete_template,
         routes::list_template_versions, routes::get_template_version, routes::diff_template, routes::publish_template,

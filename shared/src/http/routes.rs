@@ -560,7 +560,7 @@ pub async fn remove_suppression(
 
 /// The base URL links use when the workspace has none of its own: the configured one,
 /// else (Lambda without `MAILPILOT_PUBLIC_URL`) https on the request's host.
-fn platform_url(s: &AppState, headers: &axum::http::HeaderMap) -> String {
+pub(crate) fn platform_url(s: &AppState, headers: &axum::http::HeaderMap) -> String {
     if let Some(u) = &s.config.public_url {
         return u.trim_end_matches('/').to_string();
     }

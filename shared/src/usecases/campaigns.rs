@@ -50,6 +50,14 @@ pub struct CampaignRecord {
     pub list_ids: Vec<String>,
     #[serde(default)]
     pub exclude_list_ids: Vec<String>,
+    /// The template that sends (its `template_version`, else the version published at
+    /// launch); exclusive with the inline `subject`/`html`/`text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<u32>,
+    /// Inline content (empty subject with a template).
+    #[serde(default)]
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
@@ -82,7 +90,11 @@ pub struct RunRecord {
     pub sender_ids: Vec<String>,
     pub list_ids: Vec<String>,
     pub exclude_list_ids: Vec<String>,
+    /// Inline content; with a template only its subject (the version's, for listings).
     pub content: Content,
+    /// The template version pinned at launch (inline content when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PinnedTemplate>,
     pub tracking: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<DateTime<Utc>>,
@@ -116,6 +128,13 @@ pub struct RunRecord {
     pub ended_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<CampaignState>,
+}
+
+/// A template version a run sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PinnedTemplate {
+    pub template_id: String,
+    pub version: u32,
 }
 
 pub fn campaigns_pk(ws: &str) -> String {
@@ -170,8 +189,17 @@ pub struct CreateCampaign {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub exclude_list_ids: Option<Vec<String>>,
+    /// A template (`/v1/templates`) instead of inline content: the campaign sends its
+    /// `template_version`, or the version published when it launches (pinned then).
+    #[serde(default)]
+    pub template_id: Option<String>,
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub template_version: Option<u32>,
+    /// Inline content (with `html`, `text` or both) when no `template_id` is given.
+    #[serde(default)]
     #[schema(min_length = 1, max_length = 998)]
-    pub subject: String,
+    pub subject: Option<String>,
     #[serde(default)]
     pub html: Option<String>,
     #[serde(default)]
@@ -202,6 +230,15 @@ pub struct CampaignPatch {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub exclude_list_ids: Option<Vec<String>>,
+    /// Setting a template clears the inline content; `null` goes back to inline content
+    /// (give `subject` and `html`/`text` with it).
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub template_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::serde_util::double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    pub template_version: Option<Option<u32>>,
+    /// Setting inline content (`subject`, `html`, `text`) clears the template.
     #[serde(default)]
     #[schema(min_length = 1, max_length = 998)]
     pub subject: Option<String>,
@@ -263,6 +300,8 @@ pub struct RunStatus {
     pub planning_done: bool,
     pub planned_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// The template version the run sends (`null`: inline content).
+    pub template: Option<PinnedTemplate>,
     pub counts: RunCounts,
     /// Settled messages over all messages (0 to 1; 0 while nothing is planned).
     pub progress: f64,
@@ -280,7 +319,10 @@ pub struct Campaign {
     pub sender_ids: Vec<String>,
     pub list_ids: Vec<String>,
     pub exclude_list_ids: Vec<String>,
-    pub subject: String,
+    pub template_id: Option<String>,
+    /// The pinned version; `null`: the version published at launch.
+    pub template_version: Option<u32>,
+    pub subject: Option<String>,
     pub html: Option<String>,
     pub text: Option<String>,
     pub tracking: bool,
@@ -306,7 +348,9 @@ impl From<CampaignRecord> for Campaign {
             sender_ids: r.sender_ids,
             list_ids: r.list_ids,
             exclude_list_ids: r.exclude_list_ids,
-            subject: r.subject,
+            template_id: r.template_id,
+            template_version: r.template_version,
+            subject: (!r.subject.is_empty()).then_some(r.subject),
             html: r.html,
             text: r.text,
             tracking: r.tracking,
@@ -408,6 +452,61 @@ async fn check_lists(
     Ok(())
 }
 
+/// Template or inline content: exactly one of them, the template of this workspace.
+async fn check_body(
+    store: &dyn Store,
+    ws: &str,
+    c: &CampaignRecord,
+    errors: &mut Vec<FieldError>,
+) -> AppResult<()> {
+    let Some(tid) = &c.template_id else {
+        if c.template_version.is_some() {
+            errors.push(FieldError::new(
+                "/template_version",
+                "give template_id with a template_version",
+            ));
+        }
+        if c.subject.is_empty() && c.html.is_none() && c.text.is_none() {
+            errors.push(FieldError::new(
+                "/template_id",
+                "give template_id, or subject with html, text or both",
+            ));
+            return Ok(());
+        }
+        return check_content(&c.subject, c.html.as_deref(), c.text.as_deref(), errors);
+    };
+    if !c.subject.is_empty() || c.html.is_some() || c.text.is_some() {
+        let field = if !c.subject.is_empty() {
+            "/subject"
+        } else if c.html.is_some() {
+            "/html"
+        } else {
+            "/text"
+        };
+        errors.push(FieldError::new(
+            field,
+            "a campaign with template_id takes no inline content",
+        ));
+    }
+    match super::templates::get(store, ws, tid).await {
+        Ok(t) => match c.template_version {
+            Some(v) if v == 0 || v > t.latest_version => errors.push(FieldError::new(
+                "/template_version",
+                format!(
+                    "must be a version of this template (1 to {})",
+                    t.latest_version
+                ),
+            )),
+            _ => {}
+        },
+        Err(AppError::NotFound) => {
+            errors.push(FieldError::new("/template_id", "no such template"));
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
 fn check_content(
     subject: &str,
     html: Option<&str>,
@@ -470,27 +569,20 @@ pub async fn create(store: &dyn Store, ws: &str, input: CreateCampaign) -> AppRe
     )
     .await?;
     cross_check_lists(&input.list_ids, &excluded, &mut errors);
-    check_content(
-        &input.subject,
-        input.html.as_deref(),
-        input.text.as_deref(),
-        &mut errors,
-    )?;
-    if !errors.is_empty() {
-        return Err(AppError::Invalid(errors));
-    }
-    let (Some(name), Some(sender_ids)) = (name, senders) else {
-        return Err(AppError::internal("validated fields are missing"));
-    };
     let now = Utc::now();
-    let c = CampaignRecord {
+    let mut c = CampaignRecord {
         id: Id::generate(Id::CAMPAIGN),
-        name,
+        name: String::new(),
         state: CampaignState::Draft,
-        sender_ids,
+        sender_ids: vec![],
         list_ids: input.list_ids,
         exclude_list_ids: excluded,
-        subject: input.subject.trim().to_string(),
+        template_id: input.template_id,
+        template_version: input.template_version,
+        subject: input
+            .subject
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
         html: input.html,
         text: input.text,
         tracking: input.tracking.unwrap_or(true),
@@ -502,6 +594,15 @@ pub async fn create(store: &dyn Store, ws: &str, input: CreateCampaign) -> AppRe
         updated_at: now,
         version: 1,
     };
+    check_body(store, ws, &c, &mut errors).await?;
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let (Some(name), Some(sender_ids)) = (name, senders) else {
+        return Err(AppError::internal("validated fields are missing"));
+    };
+    c.name = name;
+    c.sender_ids = sender_ids;
     store
         .put(
             to_item(&campaigns_pk(ws), &c.id, &c)?,
@@ -617,6 +718,32 @@ pub async fn patch(
         c.exclude_list_ids = ids;
     }
     cross_check_lists(&c.list_ids, &c.exclude_list_ids, &mut errors);
+    let inline = patch.subject.is_some() || patch.html.is_some() || patch.text.is_some();
+    match (&patch.template_id, inline) {
+        (Some(Some(_)), true) => errors.push(FieldError::new(
+            "/template_id",
+            "give a template or inline content, not both",
+        )),
+        (Some(Some(_)), false) => {
+            c.subject = String::new();
+            c.html = None;
+            c.text = None;
+        }
+        (_, true) => {
+            c.template_id = None;
+            c.template_version = None;
+        }
+        _ => {}
+    }
+    if let Some(t) = patch.template_id {
+        if t.as_ref() != c.template_id.as_ref() {
+            c.template_version = None;
+        }
+        c.template_id = t;
+    }
+    if let Some(v) = patch.template_version {
+        c.template_version = v;
+    }
     if let Some(s) = patch.subject {
         c.subject = s.trim().to_string();
     }
@@ -626,12 +753,7 @@ pub async fn patch(
     if let Some(t) = patch.text {
         c.text = t;
     }
-    check_content(
-        &c.subject,
-        c.html.as_deref(),
-        c.text.as_deref(),
-        &mut errors,
-    )?;
+    check_body(store, ws, &c, &mut errors).await?;
     if let Some(t) = patch.tracking {
         c.tracking = t;
     }
@@ -819,9 +941,14 @@ pub async fn launch(
         &mut errors,
     )
     .await?;
+    let template = match &c.template_id {
+        Some(tid) => Some(pin_template(store, ws, tid, c.template_version, &mut errors).await?),
+        None => None,
+    };
     if !errors.is_empty() {
         return Err(AppError::Invalid(errors));
     }
+    let template = template.flatten();
     let mut actions = Vec::new();
     let run = match replaced {
         // Launching a scheduled run now keeps the run and drops its schedule.
@@ -846,12 +973,21 @@ pub async fn launch(
                 sender_ids: c.sender_ids.clone(),
                 list_ids: c.list_ids.clone(),
                 exclude_list_ids: c.exclude_list_ids.clone(),
-                content: Content {
-                    subject: c.subject.clone(),
-                    html: c.html.clone(),
-                    text: c.text.clone(),
-                    variables: BTreeMap::new(),
+                content: match &template {
+                    Some((_, subject)) => Content {
+                        subject: subject.clone(),
+                        html: None,
+                        text: None,
+                        variables: BTreeMap::new(),
+                    },
+                    None => Content {
+                        subject: c.subject.clone(),
+                        html: c.html.clone(),
+                        text: c.text.clone(),
+                        variables: BTreeMap::new(),
+                    },
                 },
+                template: template.map(|(t, _)| t),
                 tracking: c.tracking,
                 scheduled_for: at,
                 schedule_name: at.map(|_| schedule_name(&run_id)),
@@ -905,6 +1041,200 @@ pub async fn launch(
         _ => enqueue(deps.planning, &task).await?,
     }
     with_runs(store, ws, c).await
+}
+
+/// The version a launch pins (the given one, else the published one) and its subject;
+/// `None` with the reason in `errors`.
+async fn pin_template(
+    store: &dyn Store,
+    ws: &str,
+    tid: &str,
+    version: Option<u32>,
+    errors: &mut Vec<FieldError>,
+) -> AppResult<Option<(PinnedTemplate, String)>> {
+    let t = match super::templates::get(store, ws, tid).await {
+        Ok(t) => t,
+        Err(AppError::NotFound) => {
+            errors.push(FieldError::new("/template_id", "no such template"));
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let v = match version {
+        Some(v) => v,
+        None if t.published_version == 0 => {
+            errors.push(FieldError::new(
+                "/template_id",
+                "the template has no published version; publish one or pin template_version",
+            ));
+            return Ok(None);
+        }
+        None => t.published_version,
+    };
+    match super::templates::get_version(store, ws, tid, v).await {
+        Ok(tv) => Ok(Some((
+            PinnedTemplate {
+                template_id: tid.to_string(),
+                version: v,
+            },
+            tv.subject,
+        ))),
+        Err(AppError::NotFound) => {
+            errors.push(FieldError::new(
+                "/template_version",
+                "this template has no such version",
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `POST /v1/campaigns/{id}/test` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestSendRequest {
+    /// Where the test copy goes.
+    #[schema(format = Email)]
+    pub to: String,
+    /// Render with this contact's variables (default: the contact with the address `to`,
+    /// else only `email`).
+    #[serde(default)]
+    pub contact_id: Option<String>,
+}
+
+/// The tag that marks a test copy (value: the campaign id). Test copies carry no
+/// `mp_campaign`/`mp_run` tags: they are not the run's messages and not in its counts.
+pub const TAG_TEST: &str = "mp_campaign_test";
+
+/// Sends one copy of the campaign, rendered as a launch now would render it (the
+/// template version it would pin, or its inline content), to `to` through the
+/// transactional path (`messages::send_transactional`: suppressions apply), from the
+/// pool's first sender, subject prefixed `[Test] ` and tagged [`TAG_TEST`].
+pub async fn send_test(
+    deps: &super::messages::SendDeps<'_>,
+    ws: &str,
+    id: &str,
+    req: TestSendRequest,
+    composer: &super::messages::Composer,
+) -> AppResult<super::messages::Message> {
+    let store = deps.store;
+    let c = load(store, ws, id).await?;
+    let to = crate::model::EmailAddress::parse(&req.to)
+        .map_err(|_| AppError::invalid("/to", "not an email address"))?;
+    let contact = match &req.contact_id {
+        Some(cid) => Some(
+            super::contacts::get(store, ws, cid)
+                .await
+                .map_err(|e| match e {
+                    AppError::NotFound => AppError::invalid("/contact_id", "no such contact"),
+                    other => other,
+                })?,
+        ),
+        None => super::contacts::get_by_email(store, ws, to.as_str())
+            .await
+            .ok(),
+    };
+    let sender_id = c
+        .sender_ids
+        .first()
+        .cloned()
+        .ok_or_else(|| AppError::invalid("/sender_ids", "the campaign has no sender"))?;
+    let (subject, html, text) = match &c.template_id {
+        None => (c.subject.clone(), c.html.clone(), c.text.clone()),
+        Some(tid) => {
+            let mut errors = vec![];
+            let pinned = pin_template(store, ws, tid, c.template_version, &mut errors).await?;
+            let Some((pinned, _)) = pinned else {
+                return Err(AppError::Invalid(errors));
+            };
+            let mut data = serde_json::Map::new();
+            data.insert("email".into(), to.as_str().into());
+            let recipient = match &contact {
+                Some(ct) => super::templates::Recipient::Contact(ct),
+                None => super::templates::Recipient::Data(&data),
+            };
+            let run = RunRecord {
+                number: c.runs + 1,
+                ..test_run(&c, ws)
+            };
+            let vars = campaign_variables(&c, &run);
+            let r = super::templates::render_message(
+                store,
+                &super::templates::MessageContext {
+                    workspace_id: ws,
+                    content: super::templates::Content::Stored {
+                        template_id: &pinned.template_id,
+                        version: Some(pinned.version),
+                    },
+                    recipient,
+                    campaign: Some(&vars),
+                    message_id: "test",
+                    tracking: false,
+                    public_url: &composer.public_url,
+                    keys: &composer.link_keys,
+                },
+            )
+            .await?;
+            (r.subject, Some(r.html), Some(r.text))
+        }
+    };
+    let subject = format!("[Test] {subject}");
+    let subject: String = if subject.chars().count() > 998 {
+        subject.chars().take(998).collect()
+    } else {
+        subject
+    };
+    super::messages::send_transactional(
+        deps,
+        ws,
+        super::messages::SendRequest {
+            sender_id,
+            to: Some(to.as_str().to_string()),
+            contact_id: None,
+            subject,
+            html,
+            text,
+            variables: None,
+            tags: Some(BTreeMap::from([(TAG_TEST.to_string(), c.id.clone())])),
+        },
+    )
+    .await
+}
+
+/// A stand-in run for rendering outside a run (test copies).
+fn test_run(c: &CampaignRecord, ws: &str) -> RunRecord {
+    RunRecord {
+        id: "test".into(),
+        campaign_id: c.id.clone(),
+        workspace_id: ws.to_string(),
+        number: 0,
+        sender_ids: c.sender_ids.clone(),
+        list_ids: vec![],
+        exclude_list_ids: vec![],
+        content: Content {
+            subject: c.subject.clone(),
+            html: None,
+            text: None,
+            variables: BTreeMap::new(),
+        },
+        template: None,
+        tracking: false,
+        scheduled_for: None,
+        schedule_name: None,
+        created_at: Utc::now(),
+        started_at: None,
+        page: 0,
+        list_index: 0,
+        cursor: None,
+        planning_done: false,
+        planned_at: None,
+        rotation: None,
+        pace: BTreeMap::new(),
+        last_due: None,
+        ended_at: None,
+        ended: None,
+    }
 }
 
 /// Takes a pending schedule back: the campaign is a draft again.
@@ -1260,6 +1590,7 @@ fn status_of(
         started_at: run.started_at,
         planning_done: run.planning_done,
         planned_at: run.planned_at,
+        template: run.template.clone(),
         ended_at: run.ended_at,
         counts,
         progress,
@@ -1418,11 +1749,158 @@ async fn flush(store: &dyn Store, tally: Tally) {
     }
 }
 
+/// What a run's messages are made of, prepared once per run and batch.
+pub enum RunContent {
+    /// The run's inline content (sent as written, `{{name}}` placeholders as the
+    /// engine's composer fills them).
+    Inline(Content),
+    /// The pinned template version, parsed, with what every render of it shares.
+    Template {
+        prepared: std::sync::Arc<crate::render::Prepared>,
+        pinned: PinnedTemplate,
+        workspace: Box<super::workspaces::Workspace>,
+        /// `{{campaign.name}}`, `{{campaign.id}}`, `{{campaign.run}}`.
+        campaign: serde_json::Map<String, serde_json::Value>,
+        tracking: bool,
+    },
+}
+
+impl std::fmt::Debug for RunContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunContent::Inline(c) => f.debug_tuple("Inline").field(&c.subject).finish(),
+            RunContent::Template { pinned, .. } => f.debug_tuple("Template").field(pinned).finish(),
+        }
+    }
+}
+
+/// Why a campaign message could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderFailure {
+    /// Fail the message with this permanent reason (`contact_deleted`, `render`).
+    Permanent(&'static str),
+    /// A store error: hand the message back.
+    Retry,
+}
+
+impl RunContent {
+    /// The content of one message: inline as is, or the template rendered for the
+    /// message's contact through `templates::render_prepared` (the same code as
+    /// `templates::render_message`, without re-reading the workspace and the version
+    /// per message). Reads the contact.
+    pub async fn for_message(
+        &self,
+        store: &dyn Store,
+        composer: &super::messages::Composer,
+        m: &MessageRecord,
+    ) -> Result<Content, RenderFailure> {
+        match self {
+            RunContent::Inline(c) => Ok(c.clone()),
+            RunContent::Template { .. } => {
+                let r = self.render(store, composer, m).await?;
+                Ok(Content {
+                    subject: r.subject,
+                    html: Some(r.html),
+                    text: Some(r.text),
+                    variables: BTreeMap::new(),
+                })
+            }
+        }
+    }
+
+    /// A template run's render for one message (inline content: `Permanent("render")`).
+    pub async fn render(
+        &self,
+        store: &dyn Store,
+        composer: &super::messages::Composer,
+        m: &MessageRecord,
+    ) -> Result<super::templates::RenderedMessage, RenderFailure> {
+        let (prepared, pinned, workspace, campaign, tracking) = match self {
+            RunContent::Inline(_) => return Err(RenderFailure::Permanent("render")),
+            RunContent::Template {
+                prepared,
+                pinned,
+                workspace,
+                campaign,
+                tracking,
+            } => (prepared, pinned, workspace, campaign, *tracking),
+        };
+        use super::templates::{self, MessageContext, Recipient};
+        let contact = match &m.contact_id {
+            Some(cid) => match super::contacts::get(store, &m.workspace_id, cid).await {
+                Ok(c) => c,
+                Err(AppError::NotFound) => return Err(RenderFailure::Permanent("contact_deleted")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a campaign recipient failed");
+                    return Err(RenderFailure::Retry);
+                }
+            },
+            None => return Err(RenderFailure::Permanent("contact_deleted")),
+        };
+        let vars = templates::variables(&Recipient::Contact(&contact), workspace, Some(campaign));
+        let ctx = MessageContext {
+            workspace_id: &m.workspace_id,
+            content: templates::Content::Stored {
+                template_id: &pinned.template_id,
+                version: Some(pinned.version),
+            },
+            recipient: Recipient::Contact(&contact),
+            campaign: Some(campaign),
+            message_id: &m.id,
+            tracking,
+            public_url: &composer.public_url,
+            keys: &composer.link_keys,
+        };
+        let base = templates::base_url(workspace, &composer.public_url);
+        match templates::render_prepared(prepared, vars, &ctx, base, Some(pinned.version)) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                tracing::warn!(error = %e, message = %m.id, "rendering a campaign message failed");
+                Err(RenderFailure::Permanent("render"))
+            }
+        }
+    }
+}
+
+/// Campaign variables of a run's renders.
+pub fn campaign_variables(
+    c: &CampaignRecord,
+    run: &RunRecord,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), c.id.clone().into());
+    m.insert("name".into(), c.name.clone().into());
+    m.insert("run".into(), run.number.into());
+    m
+}
+
+/// Prepares a run's content (template: the workspace and the parsed version).
+pub async fn run_content(
+    store: &dyn Store,
+    c: &CampaignRecord,
+    run: RunRecord,
+) -> AppResult<RunContent> {
+    let Some(pinned) = run.template.clone() else {
+        return Ok(RunContent::Inline(run.content));
+    };
+    let ws = &run.workspace_id;
+    let workspace = super::workspaces::get_workspace(store, ws).await?;
+    let prepared =
+        super::templates::prepared_version(store, ws, &pinned.template_id, pinned.version).await?;
+    Ok(RunContent::Template {
+        prepared,
+        pinned,
+        workspace: Box::new(workspace),
+        campaign: campaign_variables(c, &run),
+        tracking: run.tracking,
+    })
+}
+
 /// What the sender must do with a campaign's message.
 #[derive(Debug, Clone)]
 pub enum Gate {
-    /// Send it with this content (the run's pinned content).
-    Send(Content),
+    /// Send it with the run's pinned content (`RunContent::for_message`).
+    Send(std::sync::Arc<RunContent>),
     /// Paused: park it until resume.
     Park,
     /// Cancelled: skip it.
@@ -1448,7 +1926,7 @@ pub async fn gates(
                 (_, Some(r)) if r.ended == Some(CampaignState::Cancelled) => Gate::Cancel,
                 (CampaignState::Cancelled, Some(_)) => Gate::Cancel,
                 (CampaignState::Paused, Some(_)) if c.run_id.as_ref() == Some(run) => Gate::Park,
-                (_, Some(r)) => Gate::Send(r.content),
+                (_, Some(r)) => Gate::Send(std::sync::Arc::new(run_content(store, &c, r).await?)),
             })
         }
         .await;

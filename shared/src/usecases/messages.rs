@@ -868,7 +868,19 @@ pub async fn render(
     )
     .await?;
     let text_only = spec.inline.as_ref().is_some_and(|i| i.html.is_none());
-    Ok(MessageParts {
+    Ok(parts_of(m, rendered, from, reply_to, now, text_only))
+}
+
+/// The MIME parts of a rendered message (`text_only`: inline content without HTML).
+pub fn parts_of(
+    m: &MessageRecord,
+    rendered: templates::RenderedMessage,
+    from: &crate::mime::Mailbox,
+    reply_to: Option<&crate::mime::Mailbox>,
+    now: DateTime<Utc>,
+    text_only: bool,
+) -> MessageParts {
+    MessageParts {
         message_id: m.id.clone(),
         from: from.clone(),
         reply_to: reply_to.cloned(),
@@ -878,7 +890,7 @@ pub async fn render(
         html: (!text_only).then_some(rendered.html),
         text: Some(rendered.text).filter(|t| !t.trim().is_empty()),
         date: now,
-    })
+    }
 }
 
 // ---- planning (bulk) -------------------------------------------------------------

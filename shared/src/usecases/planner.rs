@@ -852,9 +852,31 @@ pub struct Preflight {
     /// Estimated AWS cost in USD (SES, DynamoDB, SQS, Lambda), with the assumptions.
     pub estimated_cost_usd: f64,
     pub cost_breakdown_usd: BTreeMap<String, f64>,
-    /// Things worth a look before launching.
+    /// Things worth a look before launching (the template's warnings included, as
+    /// `template: <message>`).
     pub warnings: Vec<String>,
+    /// The template version a launch now would pin (`null`: inline content).
+    pub template: Option<campaigns::PinnedTemplate>,
+    /// The template's own warnings (`no_unsubscribe_link`, `no_postal_address`, …).
+    pub template_warnings: Vec<crate::render::Warning>,
+    /// The message as the first recipients (up to 3) would get it.
+    pub samples: Vec<SampleRender>,
 }
+
+/// One recipient's render in a preflight.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SampleRender {
+    pub contact_id: String,
+    pub email: String,
+    pub subject: String,
+    pub html: Option<String>,
+    pub text: Option<String>,
+    /// Variables the template uses that this recipient does not have.
+    pub missing_variables: Vec<String>,
+}
+
+/// Recipients rendered as samples in a preflight.
+pub const SAMPLES: usize = 3;
 
 /// Runs the planner's classification and rotation over the whole audience, reading only.
 pub async fn preflight(
@@ -863,8 +885,54 @@ pub async fn preflight(
     ws: &str,
     id: &str,
     now: DateTime<Utc>,
+    keys: &std::sync::Arc<crate::model::links::LinkKeys>,
+    public_url: &str,
 ) -> AppResult<Preflight> {
     let c = campaigns::load(store, ws, id).await?;
+    let mut p = Preflight::default();
+    // The template a launch now would pin, and its warnings.
+    let mut template = None;
+    if let Some(tid) = &c.template_id {
+        let pinned = match c.template_version {
+            Some(v) => Some(v),
+            None => match super::templates::get(store, ws, tid).await {
+                Ok(t) if t.published_version > 0 => Some(t.published_version),
+                Ok(_) => {
+                    p.warnings.push(
+                        "the template has no published version: launching fails until one is \
+                         published or template_version is set"
+                            .into(),
+                    );
+                    None
+                }
+                Err(AppError::NotFound) => {
+                    p.warnings
+                        .push("the template does not exist any more".into());
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        if let Some(v) = pinned {
+            match super::templates::get_version(store, ws, tid, v).await {
+                Ok(tv) => {
+                    for w in &tv.warnings {
+                        p.warnings.push(format!("template: {}", w.message));
+                    }
+                    p.template_warnings = tv.warnings;
+                    template = Some(campaigns::PinnedTemplate {
+                        template_id: tid.clone(),
+                        version: v,
+                    });
+                }
+                Err(AppError::NotFound) => p
+                    .warnings
+                    .push(format!("the template has no version {v} any more")),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    p.template = template.clone();
     let run = RunRecord {
         id: "preflight".into(),
         campaign_id: c.id.clone(),
@@ -879,6 +947,7 @@ pub async fn preflight(
             text: c.text.clone(),
             variables: BTreeMap::new(),
         },
+        template,
         tracking: c.tracking,
         scheduled_for: None,
         schedule_name: None,
@@ -896,7 +965,11 @@ pub async fn preflight(
         ended: None,
     };
     let routes = routes(directory, ws, &run.sender_ids).await?;
-    let mut p = Preflight::default();
+    let content = campaigns::run_content(store, &c, run.clone()).await?;
+    let composer = messages::Composer {
+        link_keys: keys.clone(),
+        public_url: public_url.to_string(),
+    };
     for (id, r) in run.sender_ids.iter().zip(&routes) {
         match r {
             None => p.warnings.push(format!("sender {id} does not exist")),
@@ -935,6 +1008,10 @@ pub async fn preflight(
                 continue;
             }
             p.recipients += 1;
+            if p.samples.len() < SAMPLES {
+                p.samples
+                    .push(sample(store, &content, &composer, &run, r, now).await?);
+            }
             if let Some(a) = rotation.assign() {
                 let due = due_time(
                     routes[a.sender].as_ref(),
@@ -972,11 +1049,27 @@ pub async fn preflight(
             p.days
         ));
     }
-    if c.html.as_deref().is_some_and(|h| h.contains("{{")) || c.subject.contains("{{") {
+    if c.template_id.is_none()
+        && (c.html.as_deref().is_some_and(|h| h.contains("{{")) || c.subject.contains("{{"))
+    {
         p.warnings.push(
-            "placeholders ({{…}}) are sent as written: campaign content takes no variables yet"
+            "inline content fills no contact variables: {{…}} placeholders are sent as written \
+             (use a template for per-recipient variables)"
                 .into(),
         );
+    }
+    let mut missing: Vec<&str> = p
+        .samples
+        .iter()
+        .flat_map(|s| s.missing_variables.iter().map(String::as_str))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        p.warnings.push(format!(
+            "sample recipients lack variables the template uses: {}",
+            missing.join(", ")
+        ));
     }
     // Cost: per message written and sent, plus planning reads and writes per page.
     let m = p.messages as f64;
@@ -1004,4 +1097,62 @@ pub async fn preflight(
     p.estimated_cost_usd = b.values().sum();
     p.cost_breakdown_usd = b;
     Ok(p)
+}
+
+/// Renders the message one recipient of a preflight would get (tracking as the campaign
+/// says; the message id is the one a launch now would not use: `preview`).
+async fn sample(
+    store: &dyn Store,
+    content: &campaigns::RunContent,
+    composer: &messages::Composer,
+    run: &RunRecord,
+    r: &Recipient,
+    now: DateTime<Utc>,
+) -> AppResult<SampleRender> {
+    let mut m = messages::new_record(
+        &run.workspace_id,
+        "preview".into(),
+        Lane::Bulk,
+        MessageState::Planned,
+        "preview",
+        &r.email,
+        Some(r.contact_id.clone()),
+        &run.content.subject,
+        now,
+    );
+    m.time_zone = r.time_zone.clone();
+    let (rendered, missing) = match content {
+        campaigns::RunContent::Inline(c) => (c.clone(), vec![]),
+        campaigns::RunContent::Template { .. } => match content.render(store, composer, &m).await {
+            Ok(r) => (
+                messages::Content {
+                    subject: r.subject,
+                    html: Some(r.html),
+                    text: Some(r.text),
+                    variables: BTreeMap::new(),
+                },
+                r.missing_variables,
+            ),
+            Err(campaigns::RenderFailure::Retry) => {
+                return Err(AppError::internal("reading a sample recipient failed"));
+            }
+            Err(campaigns::RenderFailure::Permanent(code)) => (
+                messages::Content {
+                    subject: format!("(does not render for this recipient: {code})"),
+                    html: None,
+                    text: None,
+                    variables: BTreeMap::new(),
+                },
+                vec![],
+            ),
+        },
+    };
+    Ok(SampleRender {
+        contact_id: r.contact_id.clone(),
+        email: r.email.clone(),
+        subject: rendered.subject,
+        html: rendered.html,
+        text: rendered.text,
+        missing_variables: missing,
+    })
 }

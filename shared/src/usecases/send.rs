@@ -130,6 +130,8 @@ struct Claimed {
     m: MessageRecord,
     /// What it renders from: the record's (transactional), else the message's own.
     render: Option<RenderSpec>,
+    /// Already rendered (a campaign run's pinned template, rendered for this contact).
+    rendered: Option<super::templates::RenderedMessage>,
 }
 
 /// Handles one batch of records from a send queue.
@@ -163,6 +165,7 @@ async fn handle_records(deps: &SenderDeps<'_>, lane: Lane, records: &[Incoming])
                     index: i,
                     m: *m,
                     render,
+                    rendered: None,
                 })
             }
             Ok(Claim::Outcome(o)) => outcomes[i] = o,
@@ -572,8 +575,27 @@ async fn send_claimed(
         if let Some(key) = campaign_of(&c.m) {
             match gates.get(&key) {
                 Some(super::campaigns::Gate::Send(content)) => {
-                    if c.render.is_none() {
-                        c.render = Some(RenderSpec::from(content));
+                    if c.render.is_none() && c.rendered.is_none() {
+                        use super::campaigns::{RenderFailure, RunContent};
+                        match content.as_ref() {
+                            RunContent::Inline(inline) => {
+                                c.render = Some(RenderSpec::from(inline));
+                            }
+                            RunContent::Template { .. } => {
+                                match content.render(deps.store, deps.composer, &c.m).await {
+                                    Ok(r) => c.rendered = Some(r),
+                                    Err(RenderFailure::Permanent(code)) => {
+                                        let t = Transition::Fail(FailReason::Permanent(code.into()));
+                                        out.push((c.index, settle(deps, &c.m, t, |_| {}).await));
+                                        continue;
+                                    }
+                                    Err(RenderFailure::Retry) => {
+                                        out.push((c.index, release(deps, &c.m).await));
+                                        continue;
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 Some(super::campaigns::Gate::Park) => {
@@ -776,6 +798,11 @@ async fn send_group(
 
 async fn send_one(deps: &SenderDeps<'_>, route: &Route, c: Claimed) -> Outcome {
     let m = &c.m;
+    let now = deps.clock.now();
+    if let Some(rendered) = c.rendered {
+        let parts = messages::parts_of(m, rendered, &route.from, route.reply_to.as_ref(), now, false);
+        return send_parts(deps, route, m, parts).await;
+    }
     let Some(spec) = c.render else {
         return settle(
             deps,
@@ -785,7 +812,6 @@ async fn send_one(deps: &SenderDeps<'_>, route: &Route, c: Claimed) -> Outcome {
         )
         .await;
     };
-    let now = deps.clock.now();
     let parts = match messages::render(
         deps.store,
         deps.composer,
@@ -819,6 +845,17 @@ async fn send_one(deps: &SenderDeps<'_>, route: &Route, c: Claimed) -> Outcome {
             return release(deps, m).await;
         }
     };
+    send_parts(deps, route, m, parts).await
+}
+
+/// Builds the MIME message from rendered parts, sends it and records the outcome.
+async fn send_parts(
+    deps: &SenderDeps<'_>,
+    route: &Route,
+    m: &MessageRecord,
+    parts: crate::mime::MessageParts,
+) -> Outcome {
+    let now = deps.clock.now();
     let raw = match mime::build(&parts) {
         Ok(raw) => raw,
         Err(MimeError::Address { field: "to", .. }) => {

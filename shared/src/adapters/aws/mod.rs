@@ -1,8 +1,10 @@
-//! AWS adapters: DynamoDB, SQS (send lanes, the import queue), S3 (uploads), Secrets Manager.
+//! AWS adapters: DynamoDB, SQS (send lanes, the import queue), S3 (uploads), Secrets Manager,
+//! EventBridge Scheduler (campaign starts).
 
 pub mod blobs;
 pub mod import_queue;
 pub mod queue;
+pub mod scheduler;
 pub mod secrets;
 pub mod store;
 pub mod table;
