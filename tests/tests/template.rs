@@ -639,6 +639,8 @@ fn every_queue_has_depth_or_age_alarms_and_the_account_reputation_is_watched() {
             "{metric} is not watched"
         );
     }
+}
+
 fn campaign_schedules() -> Json {
     json!({ "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/${CampaignScheduleGroup}/*" })
 }

@@ -96,6 +96,14 @@ pub async fn resend(
         None => truncate(&format!("{} (resend)", c.name), 200),
     };
     crate::model::parse_text(&name, 200).map_err(|r| AppError::invalid("/name", r))?;
+    if c.template_id.is_some() {
+        // The subject of a template campaign is the template's: a follow-up with a new
+        // subject would need a subject override the template renderer does not have.
+        return Err(AppError::invalid(
+            "/subject",
+            "the campaign sends a template, whose subject cannot be replaced: resend works for campaigns with inline content",
+        ));
+    }
     let contacts = non_openers(store, ws, &run_id).await?;
     if contacts.is_empty() {
         return Err(AppError::conflict(
@@ -133,7 +141,9 @@ pub async fn resend(
             sender_ids: Some(c.sender_ids.clone()),
             list_ids: vec![list.id],
             exclude_list_ids: Some(c.exclude_list_ids.clone()),
-            subject: subject.to_string(),
+            template_id: None,
+            template_version: None,
+            subject: Some(subject.to_string()),
             html: c.html.clone(),
             text: c.text.clone(),
             tracking: Some(c.tracking),

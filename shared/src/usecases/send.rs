@@ -855,7 +855,6 @@ async fn send_parts(
     m: &MessageRecord,
     parts: crate::mime::MessageParts,
 ) -> Outcome {
-    let now = deps.clock.now();
     let raw = match mime::build(&parts) {
         Ok(raw) => raw,
         Err(MimeError::Address { field: "to", .. }) => {
