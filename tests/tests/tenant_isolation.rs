@@ -182,7 +182,11 @@ fn substitute(template: &str, f: &Fixtures) -> String {
             HashMap::from([("id", f.list_id.as_str())])
         }
         "/v1/suppressions/{email}" => HashMap::from([("email", f.suppressed.as_str())]),
-        t if t.starts_with("/v1/campaigns/{id}") || t.starts_with("/v1/analytics/campaigns/{id}") => HashMap::from([("id", f.campaign_id.as_str())]),
+        t if t.starts_with("/v1/campaigns/{id}")
+            || t.starts_with("/v1/analytics/campaigns/{id}") =>
+        {
+            HashMap::from([("id", f.campaign_id.as_str())])
+        }
         "/v1/messages/{id}" => HashMap::from([("id", f.message_id.as_str())]),
         "/v1/templates/{id}"
         | "/v1/templates/{id}/versions"

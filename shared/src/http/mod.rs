@@ -183,7 +183,10 @@ fn campaign_routes() -> Router<AppState> {
         )
         .route("/v1/campaigns/{id}/preflight", post(preflight_campaign))
         .route("/v1/campaigns/{id}/messages", get(list_campaign_messages))
-        .route("/v1/campaigns/{id}/resend", post(analytics::resend_campaign))
+        .route(
+            "/v1/campaigns/{id}/resend",
+            post(analytics::resend_campaign),
+        )
 }
 
 /// Provider connections, sender profiles and the outbox (`http::delivery`).

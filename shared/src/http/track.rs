@@ -28,9 +28,9 @@ use crate::usecases::tracking::{self, UnsubscribeScope, UnsubscribeTarget};
 
 /// The 1×1 transparent GIF (43 bytes).
 pub const PIXEL: [u8; 43] = [
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 /// Longest unsubscribe form body read.
@@ -207,7 +207,9 @@ fieldset{{border:1px solid #888;padding:.5rem 1rem}}label{{display:block;margin:
     no_cache(r.headers_mut());
     r.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+        ),
     );
     r
 }
@@ -338,10 +340,16 @@ mod tests {
 
     #[test]
     fn scopes_and_escaping() {
-        assert_eq!(scope_of(b"List-Unsubscribe=One-Click"), UnsubscribeScope::All);
+        assert_eq!(
+            scope_of(b"List-Unsubscribe=One-Click"),
+            UnsubscribeScope::All
+        );
         assert_eq!(scope_of(b"scope=lists"), UnsubscribeScope::Lists);
         assert_eq!(scope_of(b"scope=all"), UnsubscribeScope::All);
         assert_eq!(scope_of(b"\xff\xfe"), UnsubscribeScope::All);
-        assert_eq!(escape("<a href='x'>&\""), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;");
+        assert_eq!(
+            escape("<a href='x'>&\""),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
+        );
     }
 }

@@ -73,7 +73,10 @@ pub async fn resend(
 ) -> AppResult<Campaign> {
     let c = campaigns::load(store, ws, campaign_id).await?;
     let Some(run_id) = c.run_id.clone() else {
-        return Err(AppError::conflict("/id", "the campaign has not been sent yet"));
+        return Err(AppError::conflict(
+            "/id",
+            "the campaign has not been sent yet",
+        ));
     };
     let subject = input.subject.trim();
     if subject.is_empty() || input.subject.len() > 998 {
