@@ -438,10 +438,10 @@ pub async fn start_with_store(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        })
+        .await
     });
     Ok(Running {
         addr,

@@ -69,7 +69,11 @@ impl EventSink for CountingSink {
 pub fn spawn(
     store: Arc<dyn Store>,
     config: RecorderConfig,
-) -> (Arc<CountingSink>, Arc<RecorderStats>, tokio::task::JoinHandle<()>) {
+) -> (
+    Arc<CountingSink>,
+    Arc<RecorderStats>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, mut rx) = mpsc::channel::<TrackEvent>(CHANNEL);
     let stats = Arc::new(RecorderStats::default());
     let sink = Arc::new(CountingSink {

@@ -449,10 +449,10 @@ async fn sender_health_pauses_a_running_campaign_past_the_threshold_not_below_th
     let first = w.campaign(true).await;
     // A second campaign from the same sender, planned and not yet sent: `sending`.
     let second = w.campaign(false).await;
-    assert_eq!(
-        w.app.get(&format!("/v1/campaigns/{second}")).await.body["state"],
-        "sending"
-    );
+    // (`planning` until the planner records the run's last page, then `sending`.)
+    let running = |c: &Value| c["state"] == "sending" || c["state"] == "planning";
+    let c = w.app.get(&format!("/v1/campaigns/{second}")).await.body;
+    assert!(running(&c), "{c}");
 
     // The sender's volume today: its 8 messages plus 300 earlier ones (below 500).
     let day = w.clock.now().date_naive();
@@ -487,7 +487,7 @@ async fn sender_health_pauses_a_running_campaign_past_the_threshold_not_below_th
     }
     // 3 complaints in ~308 sends is 1%, but under the minimum volume: still sending.
     let c = w.app.get(&format!("/v1/campaigns/{second}")).await.body;
-    assert_eq!(c["state"], "sending", "{c}");
+    assert!(running(&c), "{c}");
     assert_eq!(c["pause_reason"], Value::Null);
 
     // Past the minimum volume, the next complaint pauses it with the reason.

@@ -63,7 +63,9 @@ async fn the_sample_batch_records_once() {
     let again = handler.handle(event()).await;
     assert_eq!(again.batch_item_failures.len(), 1);
     let day = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
-    let c = analytics::overview(store.as_ref(), WS, day, day).await.unwrap();
+    let c = analytics::overview(store.as_ref(), WS, day, day)
+        .await
+        .unwrap();
     assert_eq!(c.human_opens, 1);
     assert_eq!(c.unique_human_opens, 1);
     assert_eq!(c.machine_opens, 1);

@@ -64,7 +64,10 @@ mod bytes_of {
 #[tokio::test]
 async fn sample_events_open_click_and_unsubscribe() {
     let client = mailpilot_tests::aws::dynamo_client();
-    let table = format!("track-events-{}", Utc::now().timestamp_nanos_opt().unwrap_or(0));
+    let table = format!(
+        "track-events-{}",
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    );
     create_table(&client, &table).await.expect("create table");
     let store: Arc<dyn Store> = Arc::new(DynamoStore::new(client, table));
     let now = Utc::now();
