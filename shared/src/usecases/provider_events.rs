@@ -312,10 +312,11 @@ async fn apply(
             }
         }
         EventKind::Bounced { .. } => {
-            if cfg.soft_bounce_limit > 0
+            // Soft bounces suppress once they reach the limit (0: never).
+            let over_limit = cfg.soft_bounce_limit > 0
                 && soft_bounces(store, now, &m.workspace_id, &m.to).await?
-                    >= i64::from(cfg.soft_bounce_limit)
-            {
+                    >= i64::from(cfg.soft_bounce_limit);
+            if over_limit {
                 suppress_quietly(
                     store,
                     &m.workspace_id,

@@ -585,7 +585,8 @@ async fn send_claimed(
                                 match content.render(deps.store, deps.composer, &c.m).await {
                                     Ok(r) => c.rendered = Some(r),
                                     Err(RenderFailure::Permanent(code)) => {
-                                        let t = Transition::Fail(FailReason::Permanent(code.into()));
+                                        let t =
+                                            Transition::Fail(FailReason::Permanent(code.into()));
                                         out.push((c.index, settle(deps, &c.m, t, |_| {}).await));
                                         continue;
                                     }
@@ -800,7 +801,14 @@ async fn send_one(deps: &SenderDeps<'_>, route: &Route, c: Claimed) -> Outcome {
     let m = &c.m;
     let now = deps.clock.now();
     if let Some(rendered) = c.rendered {
-        let parts = messages::parts_of(m, rendered, &route.from, route.reply_to.as_ref(), now, false);
+        let parts = messages::parts_of(
+            m,
+            rendered,
+            &route.from,
+            route.reply_to.as_ref(),
+            now,
+            false,
+        );
         return send_parts(deps, route, m, parts).await;
     }
     let Some(spec) = c.render else {
