@@ -249,6 +249,7 @@ fn body_for(method: &Method, template: &str, f: &Fixtures) -> Option<Value> {
         ("POST", "/v1/send") => {
             json!({"sender_id": f.sender_id, "to": "bob@b.example", "subject": "s", "text": "t"})
         }
+        ("POST", "/v1/campaigns/{id}/resend") => json!({"subject": "Again, from B"}),
         ("POST", "/v1/templates") => json!({"name": "B's", "subject": "s", "html": "<p>b</p>"}),
         ("PATCH", "/v1/templates/{id}") => json!({"subject": "taken by B"}),
         ("POST", "/v1/templates/{id}/publish") => json!({"version": 1}),

@@ -48,6 +48,8 @@ async fn the_sample_sqs_event_sends_fails_alone_and_dead_letters() {
     );
     create_table(&client, &table).await.expect("create table");
     let store: Arc<dyn Store> = Arc::new(DynamoStore::new(client, table));
+    // The renderer reads the workspace (name, footer, public URL) for every message.
+    mailpilot_tests::delivery::put_workspace(store.as_ref(), WS).await;
     let now = Utc::now();
     for (id, to) in [
         ("msg_sample000000000000000000001", "ana@example.com"),

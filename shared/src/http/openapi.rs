@@ -149,11 +149,13 @@ fn is_empty_requirement(r: &SecurityRequirement) -> bool {
 pub fn json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        ApiDoc::openapi()
+        let mut doc = ApiDoc::openapi()
             .merge_from(super::delivery::DeliveryDoc::openapi())
-            .merge_from(super::webhooks::WebhooksDoc::openapi())
-            .to_json()
-            .unwrap_or_else(|_| "{}".into())
+            .merge_from(super::webhooks::WebhooksDoc::openapi());
+        // Once more over the merged parts (idempotent for ApiDoc's own operations): every
+        // operation gets the same error responses, and public ones `security: []`.
+        Conventions.modify(&mut doc);
+        doc.to_json().unwrap_or_else(|_| "{}".into())
     })
 }
 
