@@ -363,7 +363,7 @@ async fn a_hard_bounce_stops_the_next_campaigns_send_and_bad_webhooks_record_not
     let delivered = resend_event("email.delivered", &gone_pid, "gone@example.com", json!({}));
     let (s, ack) = w.resend("msg_d1", &delivered, now, SECRET).await;
     assert_eq!(s, StatusCode::OK, "{ack}");
-    assert_eq!(ack["applied"], 1);
+    assert_eq!(ack["applied"], 1, "{ack}");
     let bounce = resend_event(
         "email.bounced",
         &gone_pid,
@@ -372,7 +372,7 @@ async fn a_hard_bounce_stops_the_next_campaigns_send_and_bad_webhooks_record_not
     );
     let (s, ack) = w.resend("msg_b1", &bounce, now, SECRET).await;
     assert_eq!(s, StatusCode::OK, "{ack}");
-    assert_eq!(ack["applied"], 1);
+    assert_eq!(ack["applied"], 1, "{ack}");
     let m = w.message_to(&first, "gone@example.com").await;
     assert_eq!(m["state"], "bounced", "{m}");
     assert_eq!(m["reason"], "hard_bounce:general");
@@ -420,7 +420,7 @@ async fn a_hard_bounce_stops_the_next_campaigns_send_and_bad_webhooks_record_not
                  "headers": [{"name": "In-Reply-To", "value": format!("<{}@acme.example>", ok["id"].as_str().unwrap())}]}});
     let (s, ack) = w.resend("msg_r1", &reply, now, SECRET).await;
     assert_eq!(s, StatusCode::OK, "{ack}");
-    assert_eq!(ack["applied"], 1);
+    assert_eq!(ack["applied"], 1, "{ack}");
     let (_, ack) = w.resend("msg_r1", &reply, now, SECRET).await;
     assert_eq!(ack["duplicates"], 1);
     // The campaign's counters: one delivered, one hard bounce, one reply, counted once.
@@ -481,7 +481,7 @@ async fn sender_health_pauses_a_running_campaign_past_the_threshold_not_below_th
         );
         let (s, ack) = w.resend(&format!("msg_c{i}"), &ev, now, SECRET).await;
         assert_eq!(s, StatusCode::OK, "{ack}");
-        assert_eq!(ack["applied"], 1);
+        assert_eq!(ack["applied"], 1, "{ack}");
         assert_eq!(w.message_to(&first, email).await["state"], "complained");
         assert_eq!(suppression(&w.app, email).await.1["reason"], "complaint");
     }
@@ -583,7 +583,7 @@ async fn ses_through_sns_verifies_confirms_and_records_once() {
         .post_raw(&path, &[], fixture("sns-notification-v1.json"))
         .await;
     assert_eq!(s, StatusCode::OK, "{ack}");
-    assert_eq!(ack["applied"], 1);
+    assert_eq!(ack["applied"], 1, "{ack}");
     let (s, ack) = w
         .post_raw(&path, &[], fixture("sns-notification-v1.json"))
         .await;

@@ -193,11 +193,6 @@ impl Provider for ResendProvider {
         true
     }
 
-    /// Resend's webhooks echo the tags we send (`mp_ws`, `mp_msg`).
-    fn needs_message_pointer(&self) -> bool {
-        false
-    }
-
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {
         let response = self
             .client
