@@ -168,6 +168,7 @@ fn start_planner(
     state: &AppState,
     directory: Arc<dyn Directory>,
     clock: Arc<dyn mailpilot_shared::ports::clock::Clock>,
+    send: Arc<dyn mailpilot_shared::ports::queue::Queue>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     use mailpilot_shared::adapters::local::queue::{LocalQueue, QueueOptions, open_queue_db};
     use mailpilot_shared::adapters::local::scheduler::StoreScheduler;
@@ -227,6 +228,7 @@ fn start_planner(
                 store: store.as_ref(),
                 directory: directory.as_ref(),
                 planning: planning.as_ref(),
+                send: send.as_ref(),
                 scheduler: scheduler.as_ref(),
                 clock: clock.as_ref(),
             };
@@ -397,6 +399,7 @@ pub async fn start_with_store(
         &state,
         directory.clone(),
         engine.clock.clone(),
+        engine.bulk.clone(),
     )?;
     state.set_sending(Sending {
         directory,

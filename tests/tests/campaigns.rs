@@ -282,6 +282,7 @@ impl World {
             store: self.s(),
             directory: self.directory.as_ref(),
             planning: self.planning.as_ref(),
+            send: self.bulk.as_ref(),
             scheduler: self.scheduler.as_ref(),
             clock: self.clock.as_ref(),
         }

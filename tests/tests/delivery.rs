@@ -34,8 +34,8 @@ const WS: &str = "ws_00000000000000000000000000";
 const SENDER: &str = "snd_test";
 
 fn start() -> DateTime<Utc> {
-    // A Wednesday, 10:00 UTC.
-    Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap()
+    // A Wednesday, 10:00 UTC, near the real time (TTLs are real time).
+    mailpilot_tests::next_wednesday_10_utc()
 }
 
 struct Rig {

@@ -88,6 +88,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                     store: store.as_ref(),
                     directory: &p.directory,
                     planning: &p.queue,
+                    send: bulk,
                     scheduler: &p.scheduler,
                     clock: &SystemClock,
                 };

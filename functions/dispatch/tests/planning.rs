@@ -52,6 +52,8 @@ fn scheduler_client() -> aws_sdk_scheduler::Client {
 struct Env {
     store: Arc<dyn Store>,
     queue: SqsQueue,
+    /// The bulk send queue (planned messages due at once go straight to it).
+    send: SqsQueue,
     scheduler: EventBridgeScheduler,
     client: aws_sdk_scheduler::Client,
     group: String,
@@ -71,6 +73,15 @@ impl Env {
         create_table(&client, &table).await.expect("create table");
         let store: Arc<dyn Store> = Arc::new(DynamoStore::new(client, table));
         let sqs = mailpilot_tests::aws::sqs_client();
+        let send_url = sqs
+            .create_queue()
+            .queue_name(format!("send-{suffix}"))
+            .send()
+            .await
+            .expect("create send queue")
+            .queue_url()
+            .expect("send queue url")
+            .to_string();
         let url = sqs
             .create_queue()
             .queue_name(format!("planning-{suffix}"))
@@ -161,7 +172,8 @@ impl Env {
         .unwrap();
         Env {
             scheduler: EventBridgeScheduler::new(client.clone(), &group, &queue_arn, &role_arn),
-            queue: SqsQueue::new(sqs, url),
+            queue: SqsQueue::new(sqs.clone(), url),
+            send: SqsQueue::new(sqs, send_url),
             store,
             client,
             group,
@@ -188,6 +200,7 @@ impl Env {
             store: self.store.as_ref(),
             directory: &self.directory,
             planning: &self.queue,
+            send: &self.send,
             scheduler: &self.scheduler,
             clock: &self.clock,
         }

@@ -52,6 +52,13 @@ pub struct CreateImportForm {
     file: Vec<u8>,
 }
 
+/// The body of `PUT /v1/imports/{id}/file`: the file's bytes as they are (any bytes are
+/// an upload; what the CSV holds is reported per line by the import).
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct CsvFileBytes(Vec<u8>);
+
 fn env(s: &AppState) -> AppResult<&Arc<ImportEnv>> {
     // A router built without imports (some tests) has no such routes to speak of.
     s.imports.as_ref().ok_or(AppError::NotFound)
@@ -204,7 +211,7 @@ async fn create_inline(
 
 /// Upload an import's file (the local runner; in AWS, use the presigned form).
 #[utoipa::path(put, path = "/v1/imports/{id}/file", tag = "imports", params(("id" = String, Path)),
-    request_body(content = Vec<u8>, content_type = "text/csv", description = "The CSV file's bytes"),
+    request_body(content = CsvFileBytes, content_type = "text/csv", description = "The CSV file's bytes"),
     responses((status = 200, body = Import)))]
 pub async fn upload_file(
     State(s): State<AppState>,

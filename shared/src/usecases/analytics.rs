@@ -257,14 +257,55 @@ pub fn run_of(m: &super::messages::MessageRecord) -> Option<RunRef> {
 /// Counts a message's `sent` (the message's conditional transition makes it once).
 /// A failed counter write is logged, never fails the send.
 pub async fn note_sent(store: &dyn Store, m: &super::messages::MessageRecord, at: DateTime<Utc>) {
-    let o = Occurrence {
+    let mut o = Some(Occurrence {
         at,
         run: run_of(m),
         fact: Fact::Sent,
-    };
-    if let Err(e) = record(store, &m.workspace_id, &o).await {
+    });
+    // Inside a sender batch ([`batching`]): counted once per batch, not per message.
+    let batched = SENT
+        .try_with(|s| {
+            if let Some(o) = o.take() {
+                s.borrow_mut().push((m.workspace_id.clone(), o));
+            }
+        })
+        .is_ok();
+    if batched {
+        return;
+    }
+    if let Some(o) = o
+        && let Err(e) = record(store, &m.workspace_id, &o).await
+    {
         tracing::warn!(error = %e, message = %m.id, "counting a sent message failed");
     }
+}
+
+tokio::task_local! {
+    /// The sent messages of the batch being handled, counted when it ends.
+    static SENT: std::cell::RefCell<Vec<(String, Occurrence)>>;
+}
+
+/// Runs `f` (a sender batch) and counts the messages it sent at the end: one write per
+/// counter the batch touches (the day's, each campaign run's), instead of one per
+/// message. A failed counter write is logged; it never fails the batch.
+pub async fn batching<F: std::future::Future>(store: &dyn Store, f: F) -> F::Output {
+    let (out, sent) = SENT
+        .scope(std::cell::RefCell::new(Vec::new()), async {
+            let out = f.await;
+            let sent = SENT.with(|s| std::mem::take(&mut *s.borrow_mut()));
+            (out, sent)
+        })
+        .await;
+    let mut by_ws: BTreeMap<String, Vec<Occurrence>> = BTreeMap::new();
+    for (ws, o) in sent {
+        by_ws.entry(ws).or_default().push(o);
+    }
+    for (ws, occurrences) in by_ws {
+        if let Err(e) = record_batch(store, &ws, &occurrences).await {
+            tracing::warn!(error = %e, workspace = %ws, sent = occurrences.len(), "counting sent messages failed");
+        }
+    }
+    out
 }
 
 /// Sets `attribute` on the message item to `at` if it is not set yet: `true` when this

@@ -1727,11 +1727,12 @@ pub async fn note_transition(store: &dyn Store, prev: &MessageRecord, next: &Mes
 
 /// Runs `f` with a tally: the counter changes of every campaign message it transitions
 /// are written once per run at the end (one write per run per batch), and a run whose
-/// messages are all settled completes.
+/// messages are all settled completes. The analytics' sent counters are batched the
+/// same way ([`super::analytics::batching`]).
 pub async fn counting<F: std::future::Future>(store: &dyn Store, f: F) -> F::Output {
     let (out, tally) = TALLY
         .scope(RefCell::new(Tally::new()), async {
-            let out = f.await;
+            let out = super::analytics::batching(store, f).await;
             let tally = TALLY.with(|t| std::mem::take(&mut *t.borrow_mut()));
             (out, tally)
         })

@@ -49,6 +49,8 @@ pub struct PlannerDeps<'a> {
     pub store: &'a dyn Store,
     pub directory: &'a dyn Directory,
     pub planning: &'a dyn Queue,
+    /// The bulk send queue: planned messages that are due at once go straight to it.
+    pub send: &'a dyn Queue,
     pub scheduler: &'a dyn Scheduler,
     pub clock: &'a dyn Clock,
 }
@@ -546,23 +548,31 @@ async fn plan_page(
         }
     }
     write_new(store, &ws, &run.id, &msgs).await?;
-    // Due entries for every planned message of the page (again for ones that existed:
-    // a crash may have come between their write and their entry; a duplicate entry
-    // is harmless, the sender's claim sends once).
-    let mut entries = Vec::new();
+    // Every planned message of the page is handed on (again for ones that existed: a
+    // crash may have come between their write and this; a duplicate is harmless, the
+    // sender's claim sends once): those due now straight to the send queue, the others
+    // into the due index. A message due now thus costs no due entry (one write less)
+    // and does not wait for its minute to pass.
+    let (mut due_now, mut later) = (Vec::new(), Vec::new());
     for m in &msgs {
         if m.state == MessageState::Planned
             && let Some(due) = m.due_at
         {
-            entries.push(DueEntry {
+            let entry = DueEntry {
                 ws: ws.clone(),
                 message_id: m.id.clone(),
                 lane: Lane::Bulk,
                 due,
-            });
+            };
+            if due <= now {
+                due_now.push(entry);
+            } else {
+                later.push(entry);
+            }
         }
     }
-    dispatch::schedule(store, &entries, now).await?;
+    dispatch::schedule(store, &later, now).await?;
+    dispatch::enqueue_now(deps.send, &due_now).await?;
     // Cancelled while this page was written: its messages are skipped here (the
     // cancel sweep may have walked the run before they existed).
     let fresh = campaigns::load(store, &ws, &c.id).await?;

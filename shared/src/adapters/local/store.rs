@@ -112,6 +112,8 @@ struct Inner {
     db: Database,
     options: Options,
     writes: WriteCounter,
+    /// Write transactions committed (benchmarks: items per commit).
+    commits: WriteCounter,
 }
 
 impl Drop for Inner {
@@ -565,11 +567,18 @@ impl Inner {
             f(&mut w)?
         };
         txn.commit().db()?;
+        self.commits.add(1);
         Ok(out)
     }
 }
 
 impl RedbStore {
+    /// Write transactions committed since the store was opened (each writing port call
+    /// is one; the benchmarks divide item writes by it).
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.get()
+    }
+
     /// Opens (or creates) the database at `path`, fsyncing every commit. Blocks: call it
     /// at startup, or from `spawn_blocking`.
     pub fn open(path: &Path) -> StoreResult<Self> {
@@ -595,6 +604,7 @@ impl RedbStore {
             db,
             options,
             writes: WriteCounter::default(),
+            commits: WriteCounter::default(),
         };
         // Creates the tables; without lag, settles index changes left by a lagged run.
         let settle = inner.options.gsi_lag.is_none();
