@@ -25,6 +25,7 @@
 //! not know (404) ends the polling.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -36,7 +37,7 @@ use super::providers::{self, Providers, StoredSettings};
 use crate::error::{AppError, AppResult};
 use crate::model::message::{FailReason, MessageState};
 use crate::ports::clock::Clock;
-use crate::ports::provider::{DeliveryStatus, SendError};
+use crate::ports::provider::{DeliveryStatus, Provider, SendError};
 use crate::ports::store::{
     Cond, Item, ItemExt, Key, Query, Store, StoreError, TTL, TxAction, Update, val,
 };
@@ -244,6 +245,7 @@ async fn run_counted(deps: &ReconcileDeps<'_>, max_items: u64) -> AppResult<Reco
         deps,
         accept_from: cp.accept_from,
         held: HashMap::new(),
+        connections: HashMap::new(),
         report,
     };
     while cp.next < now_minute {
@@ -259,9 +261,17 @@ async fn run_counted(deps: &ReconcileDeps<'_>, max_items: u64) -> AppResult<Reco
                 run.report.queries += 1;
                 run.report.items_read += page.items.len() as u64;
                 for item in &page.items {
-                    match PollEntry::parse(item) {
-                        Some(e) => run.poll(&e).await?,
-                        None => run.report.dropped += 1,
+                    let Some(e) = PollEntry::parse(item) else {
+                        run.report.dropped += 1;
+                        continue;
+                    };
+                    // One entry's trouble (a connection whose key does not open, a store
+                    // hiccup) puts that poll off; if even that fails, the run stops here
+                    // and the next one resumes from the saved page.
+                    if let Err(err) = run.poll(&e).await {
+                        tracing::warn!(error = %err, msg = %e.msg, "a poll failed; put off");
+                        let later = deps.clock.now() + Duration::seconds(60);
+                        run.put_off(&e, later).await?;
                     }
                 }
                 cp.cursor = page.cursor;
@@ -310,6 +320,8 @@ struct Run<'a, 'd> {
     accept_from: i64,
     /// Connections that answered 429 or 5xx in this run, and until when to leave them.
     held: HashMap<(String, String), DateTime<Utc>>,
+    /// The run's providers by (workspace, connection); `None`: gone or not pollable.
+    connections: HashMap<(String, String), Option<Arc<dyn Provider>>>,
     report: ReconcileReport,
 }
 
@@ -345,19 +357,10 @@ impl Run<'_, '_> {
             self.report.dropped += 1;
             return Ok(());
         }
-        let conn = match providers::get(deps.store, &e.ws, &e.conn).await {
-            Ok(c) => c,
-            Err(AppError::NotFound) => {
-                self.report.dropped += 1;
-                return Ok(());
-            }
-            Err(err) => return Err(err),
-        };
-        if !matches!(conn.settings, StoredSettings::Resend(_)) {
+        let Some(provider) = self.provider(&e.ws, &e.conn).await? else {
             self.report.dropped += 1;
             return Ok(());
-        }
-        let provider = deps.providers.build(&e.ws, &conn).await?;
+        };
         self.report.polled += 1;
         match provider.status(&e.pid).await {
             Ok(status) => {
@@ -409,6 +412,24 @@ impl Run<'_, '_> {
                 Ok(())
             }
         }
+    }
+
+    /// The provider of a workspace's connection (built once per run); `None` when the
+    /// connection is gone (or is of another workspace) or has no status to poll.
+    async fn provider(&mut self, ws: &str, conn: &str) -> AppResult<Option<Arc<dyn Provider>>> {
+        let key = (ws.to_string(), conn.to_string());
+        if let Some(p) = self.connections.get(&key) {
+            return Ok(p.clone());
+        }
+        let p = match providers::get(self.deps.store, ws, conn).await {
+            Ok(c) if matches!(c.settings, StoredSettings::Resend(_)) => {
+                Some(self.deps.providers.build(ws, &c).await?)
+            }
+            Ok(_) | Err(AppError::NotFound) => None,
+            Err(err) => return Err(err),
+        };
+        self.connections.insert(key, p.clone());
+        Ok(p)
     }
 
     /// Files the next poll of the backoff, or gives up after the last.
