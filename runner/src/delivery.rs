@@ -59,7 +59,7 @@ pub struct Engine {
     poller: std::sync::OnceLock<(Providers, EventConfig)>,
 }
 
-/// Status polls per poller run at most (the next run goes on from the checkpoint).
+/// Poll entries read per poller run at most (the next run goes on from the checkpoint).
 const MAX_POLLS_PER_RUN: u64 = 1_000;
 
 fn queues(

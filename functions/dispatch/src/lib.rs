@@ -36,7 +36,7 @@ pub async fn handle(
     Ok(report)
 }
 
-/// Status polls per invocation at most (each is an HTTPS call to the provider; the next
+/// Poll entries read per invocation at most (each at most one HTTPS call to the provider; the next
 /// run goes on from the poll checkpoint), so the dispatcher and the poller fit the
 /// function's 60 s together.
 pub const MAX_POLLS_PER_RUN: u64 = 200;
