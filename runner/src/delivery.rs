@@ -1,6 +1,7 @@
 //! The delivery engine in one process: the two send queues (in process, with SQS's
-//! semantics, persisted next to the store), the dispatcher on a timer, and sender
-//! workers that always take the high-priority lane first. [`Engine::drain`] runs all
+//! semantics, persisted next to the store), the dispatcher and the status poller
+//! (`usecases::reconcile`) on a timer, and sender workers that always take the
+//! high-priority lane first. [`Engine::drain`] runs all
 //! pending work inline, for tests (with a manual clock, retries and due times pass
 //! without sleeping).
 
@@ -16,6 +17,9 @@ use mailpilot_shared::ports::queue::{Lane, Queue};
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::usecases::dispatch::{self, DispatchReport};
 use mailpilot_shared::usecases::messages::Composer;
+use mailpilot_shared::usecases::provider_events::EventConfig;
+use mailpilot_shared::usecases::providers::Providers;
+use mailpilot_shared::usecases::reconcile::{self, ReconcileDeps, ReconcileReport};
 use mailpilot_shared::usecases::send::{
     self, Directory, Incoming, Outcome, SendConfig, SenderDeps,
 };
@@ -51,7 +55,12 @@ pub struct Engine {
     pub manual_clock: Option<Arc<ManualClock>>,
     pub composer: Composer,
     pub config: SendConfig,
+    /// What the status poller builds providers with and how facts act; unset: no polling.
+    poller: std::sync::OnceLock<(Providers, EventConfig)>,
 }
+
+/// Poll entries read per poller run at most (the next run goes on from the checkpoint).
+const MAX_POLLS_PER_RUN: u64 = 1_000;
 
 fn queues(
     dir: Option<&Path>,
@@ -131,7 +140,30 @@ impl Engine {
             manual_clock,
             composer,
             config,
+            poller: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Turns the status poller on (connections without webhooks): the timer runs it after
+    /// each dispatcher run. Set once.
+    pub fn enable_polling(&self, providers: Providers, events: EventConfig) {
+        let _ = self.poller.set((providers, events));
+    }
+
+    /// One status poller run (nothing when polling is off).
+    pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        let Some((providers, events)) = self.poller.get() else {
+            return Ok(ReconcileReport::default());
+        };
+        let deps = ReconcileDeps {
+            store: self.store.as_ref(),
+            providers,
+            clock: self.clock.as_ref(),
+            events,
+        };
+        reconcile::run(&deps, MAX_POLLS_PER_RUN)
+            .await
+            .map_err(|e| anyhow::anyhow!("reconcile: {e}"))
     }
 
     pub fn queue(&self, lane: Lane) -> &Arc<LocalQueue> {
@@ -349,7 +381,7 @@ impl Engine {
     /// (transactional mail: it never holds a bulk batch, so `POST /v1/send` never waits
     /// behind a bulk backlog, as the separate event source mapping does in Lambda),
     /// `workers` sender loops that take the high-priority lane first and bulk after it,
-    /// and the dispatcher every `dispatch_every`. Stops when `stop` fires.
+    /// and the dispatcher (then the status poller) every `dispatch_every`. Stops when `stop` fires.
     pub fn spawn(
         self: &Arc<Self>,
         workers: usize,
@@ -384,6 +416,9 @@ impl Engine {
             loop {
                 if let Err(e) = me.dispatch().await {
                     tracing::warn!(error = %e, "dispatcher run failed");
+                }
+                if let Err(e) = me.reconcile().await {
+                    tracing::warn!(error = %e, "status poller run failed");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(dispatch_every) => {}

@@ -393,6 +393,7 @@ pub async fn start_with_store(
         d.persist_queues.then_some(settings.data_dir.as_path()),
         &d.queues,
     )?);
+    engine.enable_polling(state.config.providers.clone(), d.events.clone());
     let planner = start_planner(
         &settings.data_dir,
         dyn_store.clone(),

@@ -16,7 +16,7 @@ use mailpilot_shared::model::sender::{DailyCap, Day, SendingWindow, WindowSpec, 
 use mailpilot_shared::model::{Id, SuppressionReason};
 use mailpilot_shared::ports::clock::{Clock, ManualClock};
 use mailpilot_shared::ports::provider::Provider;
-use mailpilot_shared::ports::queue::Queue;
+use mailpilot_shared::ports::queue::{Lane, Queue};
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::usecases::messages::{
     self, Composer, Content, MessageRecord, Planned, SendDeps, SendRequest,
@@ -366,6 +366,31 @@ async fn the_crash_window_never_sends_twice_and_dedup_providers_resend() {
         }
         assert_eq!(provider.count("crash@example.com"), 1, "dedup={dedup}");
     }
+}
+
+#[tokio::test]
+async fn a_dedup_provider_is_not_called_again_once_its_key_window_passed() {
+    quiet_simulated_crashes();
+    let provider = Arc::new(TestProvider {
+        faults: Faults {
+            crash: 1.0,
+            ..Faults::default()
+        },
+        dedup: true,
+        ..TestProvider::default()
+    });
+    let rig = rig(route(SENDER, provider.clone() as Arc<dyn Provider>), 0.0).await;
+    let id = rig.transactional("late@example.com").await;
+    let (_, crashed) = rig.engine.step(Lane::Priority).await;
+    assert!(crashed);
+    // The record comes back only a day later (an outage): the provider has forgotten the
+    // idempotency key, so calling it again could deliver a second copy.
+    rig.clock.advance(Duration::hours(24));
+    rig.drain_for(Duration::minutes(1)).await;
+    let m = rig.message(&id).await;
+    assert_eq!(m.state, MessageState::Failed);
+    assert_eq!(m.reason.as_deref(), Some("unknown_outcome"));
+    assert_eq!(provider.count("late@example.com"), 1);
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use mailpilot_shared::adapters::mail::resend::ResendProvider;
 use mailpilot_shared::adapters::mail::ses::SesProvider;
 use mailpilot_shared::adapters::mail::smtp::{Dkim, SmtpConfig, SmtpProvider};
 use mailpilot_shared::mime::{self, ListUnsubscribe, Mailbox, MessageParts};
-use mailpilot_shared::ports::provider::{OutgoingMessage, Provider, SendError};
+use mailpilot_shared::ports::provider::{DeliveryStatus, OutgoingMessage, Provider, SendError};
 use mailpilot_shared::usecases::providers::SmtpSecurity;
 use serde_json::{Value, json};
 
@@ -56,6 +56,8 @@ struct FakeResend {
     calls: Vec<(Option<String>, Value)>,
     /// Sends seen per key: the first of each is throttled.
     per_key: HashMap<String, u32>,
+    /// Status requests seen per email id: the first of each is throttled.
+    gets: HashMap<String, u32>,
 }
 
 type Shared = Arc<Mutex<FakeResend>>;
@@ -111,6 +113,51 @@ async fn fake_send(
     (StatusCode::OK, Json(json!({"id": format!("re_{key}")}))).into_response()
 }
 
+/// `GET /emails/{id}`: the emails this fake accepted (`re_<key>`), throttled on the first
+/// request for each; a recipient's local part names the `last_event` (`bounced@…`).
+async fn fake_get(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer re_test_key") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"name": "validation_error", "message": "API key is invalid"})),
+        )
+            .into_response();
+    }
+    let mut s = s.lock().unwrap();
+    let sent = s.calls.iter().find_map(|(key, body)| {
+        let key = key.as_deref()?;
+        (format!("re_{key}") == id).then(|| body["to"][0].as_str().unwrap_or("").to_string())
+    });
+    let Some(to) = sent else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"statusCode": 404, "name": "not_found", "message": "Email not found"})),
+        )
+            .into_response();
+    };
+    let n = s.gets.entry(id.clone()).or_default();
+    *n += 1;
+    if *n == 1 {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "7")],
+            Json(json!({"statusCode": 429, "name": "rate_limit_exceeded", "message": "Too many requests"})),
+        )
+            .into_response();
+    }
+    let local = to.trim_start_matches(|c| c != '<').trim_start_matches('<');
+    let last = local.split('@').next().unwrap_or("").to_string();
+    (
+        StatusCode::OK,
+        Json(json!({"object": "email", "id": id, "to": [to], "last_event": last})),
+    )
+        .into_response()
+}
+
 async fn fake_domains(headers: HeaderMap) -> Response {
     match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         Some("Bearer re_test_key") => (StatusCode::OK, Json(json!({"data": []}))).into_response(),
@@ -123,6 +170,7 @@ async fn start_fake_resend() -> (String, Shared) {
     let state: Shared = Arc::default();
     let app = axum::Router::new()
         .route("/emails", axum::routing::post(fake_send))
+        .route("/emails/{id}", axum::routing::get(fake_get))
         .route("/domains", axum::routing::get(fake_domains))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -215,6 +263,58 @@ async fn resend_errors_are_classified() {
             .send(&message("zoe@example.com", "a@acme.example"))
             .await,
         Err(SendError::Transient { .. })
+    ));
+}
+
+#[tokio::test]
+async fn resend_status_is_throttled_with_retry_after_then_read_and_unknown_ids_end_polling() {
+    let (url, _) = start_fake_resend().await;
+    let resend = ResendProvider::new(Some(&url), "re_test_key").polled(true);
+    assert!(resend.polls_status());
+    assert!(
+        !resend.needs_message_pointer(),
+        "a polled connection gets no events: its poll entry names the message"
+    );
+    assert!(ResendProvider::new(Some(&url), "re_test_key").needs_message_pointer());
+    let mut ids = vec![];
+    for to in [
+        "delivered@example.com",
+        "bounced@example.com",
+        "opened@example.com",
+    ] {
+        let m = message(to, "news@acme.example");
+        let _ = resend.send(&m).await; // the fake throttles each key's first send
+        ids.push(resend.send(&m).await.unwrap().provider_message_id);
+    }
+    assert_eq!(
+        resend.status(&ids[0]).await,
+        Err(SendError::Throttled {
+            code: "rate_limit_exceeded".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        })
+    );
+    assert_eq!(resend.status(&ids[0]).await, Ok(DeliveryStatus::Delivered));
+    let _ = resend.status(&ids[1]).await;
+    assert_eq!(resend.status(&ids[1]).await, Ok(DeliveryStatus::Bounced));
+    let _ = resend.status(&ids[2]).await;
+    assert_eq!(
+        resend.status(&ids[2]).await,
+        Ok(DeliveryStatus::Delivered),
+        "an opened email was delivered"
+    );
+    assert!(matches!(
+        resend.status("re_nobody").await,
+        Err(SendError::Permanent { code, .. }) if code == "not_found"
+    ));
+    assert!(matches!(
+        resend.status("../domains").await,
+        Err(SendError::Permanent { code, .. }) if code == "invalid_id"
+    ));
+    assert!(matches!(
+        ResendProvider::new(Some(&url), "re_wrong")
+            .status(&ids[0])
+            .await,
+        Err(SendError::Sender { .. })
     ));
 }
 

@@ -480,19 +480,32 @@ fn the_dispatcher_runs_every_minute_alone_with_a_scoped_role() {
                     json!({ "Fn::GetAtt": "PriorityQueue.Arn" })
                 ]
             );
+        } else if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
+            // The status poller opens the connections' API keys.
+            assert_eq!(actions, vec!["secretsmanager:GetSecretValue"]);
+            assert_eq!(resources, vec![json!({ "Ref": "MailpilotSecrets" })]);
         } else {
             assert!(
                 actions.iter().all(|a| a.starts_with("dynamodb:")),
                 "{actions:?}"
             );
-            assert!(
-                !actions
-                    .iter()
-                    .any(|a| a.contains("Delete") || a.contains("Batch")),
-                "{actions:?}"
-            );
+            assert!(!actions.iter().any(|a| a.contains("Batch")), "{actions:?}");
+            if actions.iter().any(|a| a.contains("Delete")) {
+                // Only the poller's event claims may be deleted.
+                assert_eq!(actions, vec!["dynamodb:DeleteItem"]);
+            }
         }
     }
+    let leading = f["Properties"]["Policies"][0]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["Sid"] == "EventClaims")
+        .expect("the event-claims statement");
+    assert_eq!(
+        leading["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"],
+        json!(["ws#*#pevents"])
+    );
     let (_, schedule) = resource(&t, "AWS::Scheduler::Schedule");
     let p = &schedule["Properties"];
     assert_eq!(p["ScheduleExpression"], "rate(1 minute)");

@@ -1,6 +1,7 @@
 //! The dispatch function, two entry points in one binary:
 //! - a Scheduler event (every minute; its content does not matter) →
-//!   `usecases::dispatch::dispatch` → the run's report;
+//!   `usecases::dispatch::dispatch`, then the status poller (`usecases::reconcile`, for
+//!   connections without webhooks) → the runs' reports;
 //! - an SQS batch from the **planning queue** (a campaign's scheduled start from its
 //!   EventBridge Scheduler `at()` schedule, a launch, the next page the planner queued, a
 //!   cancel/resume/retry sweep) → `usecases::planner::handle_batch` → a partial batch
@@ -15,6 +16,7 @@ use mailpilot_shared::ports::queue::Queue;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::usecases::dispatch::{self, DispatchReport};
 use mailpilot_shared::usecases::planner::{self, PlannerDeps};
+use mailpilot_shared::usecases::reconcile::{self, ReconcileDeps, ReconcileReport};
 use mailpilot_shared::usecases::send::{Incoming, Outcome};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,18 @@ pub async fn handle(
 ) -> AppResult<DispatchReport> {
     let report = dispatch::dispatch(store, bulk, priority, clock, MAX_ITEMS_PER_RUN).await?;
     tracing::info!(?report, "dispatched");
+    Ok(report)
+}
+
+/// Poll entries read per invocation at most (each at most one HTTPS call to the provider; the next
+/// run goes on from the poll checkpoint), so the dispatcher and the poller fit the
+/// function's 60 s together.
+pub const MAX_POLLS_PER_RUN: u64 = 200;
+
+/// The minute's status poller run, after the dispatcher's.
+pub async fn reconcile(deps: &ReconcileDeps<'_>) -> AppResult<ReconcileReport> {
+    let report = reconcile::run(deps, MAX_POLLS_PER_RUN).await?;
+    tracing::info!(?report, "polled");
     Ok(report)
 }
 

@@ -18,13 +18,6 @@ fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set"))
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tracing_subscriber::fmt()
@@ -46,20 +39,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         aws_sdk_dynamodb::Client::new(&sdk),
         env("MAILPILOT_TABLE")?,
     ));
-    let defaults = EventConfig::default();
-    let mut config = EventConfig {
-        soft_bounce_limit: env_or("MAILPILOT_SOFT_BOUNCE_LIMIT", defaults.soft_bounce_limit),
-        ..defaults
-    };
-    config.health.complaint_rate = env_or(
-        "MAILPILOT_HEALTH_COMPLAINT_RATE",
-        config.health.complaint_rate,
-    );
-    config.health.hard_bounce_rate = env_or(
-        "MAILPILOT_HEALTH_BOUNCE_RATE",
-        config.health.hard_bounce_rate,
-    );
-    config.health.min_volume = env_or("MAILPILOT_HEALTH_MIN_VOLUME", config.health.min_volume);
+    let config = EventConfig::from_env();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let router = webhooks::router(
         store.clone(),

@@ -85,6 +85,38 @@ impl SendError {
     }
 }
 
+/// What a provider says became of a message it accepted ([`Provider::status`]): its
+/// latest delivery fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Accepted, not yet handed to the recipient's server (Resend `queued`, `scheduled`,
+    /// `sent`).
+    Accepted,
+    /// The recipient's server took it (Resend `delivered`; `opened` and `clicked` imply it).
+    Delivered,
+    /// The recipient's server refused it for good (Resend `bounced`).
+    Bounced,
+    /// The recipient marked it as spam (Resend `complained`).
+    Complained,
+    /// A temporary problem; the provider keeps trying (Resend `delivery_delayed`).
+    Delayed,
+    /// The provider did not send it (Resend `failed`, `canceled`).
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Whether nothing later will change it (polling may stop).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryStatus::Delivered
+                | DeliveryStatus::Bounced
+                | DeliveryStatus::Complained
+                | DeliveryStatus::Failed
+        )
+    }
+}
+
 /// A delivery provider.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -106,6 +138,26 @@ pub trait Provider: Send + Sync {
     /// less per message.
     fn needs_message_pointer(&self) -> bool {
         true
+    }
+
+    /// Whether this connection's delivery facts must be fetched by polling
+    /// [`Provider::status`] (no webhook reaches us: a Resend connection without a webhook
+    /// secret). Then the sender files every message it sends in the poll index
+    /// (`usecases::reconcile`), in the same transaction as `sent`.
+    fn polls_status(&self) -> bool {
+        false
+    }
+
+    /// The provider's latest delivery fact for a message it accepted. Errors are classed
+    /// as for sends: throttled (429, with `Retry-After`) and transient → ask again later;
+    /// permanent (an id the provider does not know) → stop asking. Providers without a
+    /// status endpoint answer permanent `status_unsupported`.
+    async fn status(&self, provider_message_id: &str) -> Result<DeliveryStatus, SendError> {
+        let _ = provider_message_id;
+        Err(SendError::Permanent {
+            code: "status_unsupported".into(),
+            detail: format!("{} has no status endpoint", self.kind()),
+        })
     }
 
     /// Sends one message.

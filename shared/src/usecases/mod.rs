@@ -14,6 +14,7 @@ pub mod messages;
 pub mod planner;
 pub mod provider_events;
 pub mod providers;
+pub mod reconcile;
 pub mod replies;
 pub mod send;
 pub mod sender_health;

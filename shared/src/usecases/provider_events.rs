@@ -45,6 +45,28 @@ impl Default for EventConfig {
     }
 }
 
+impl EventConfig {
+    /// The defaults, overridden by `MAILPILOT_SOFT_BOUNCE_LIMIT`,
+    /// `MAILPILOT_HEALTH_COMPLAINT_RATE`, `MAILPILOT_HEALTH_BOUNCE_RATE` and
+    /// `MAILPILOT_HEALTH_MIN_VOLUME` where set (the Lambda functions' configuration).
+    pub fn from_env() -> Self {
+        fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        }
+        let mut c = EventConfig::default();
+        c.soft_bounce_limit = env_or("MAILPILOT_SOFT_BOUNCE_LIMIT", c.soft_bounce_limit);
+        c.health.complaint_rate =
+            env_or("MAILPILOT_HEALTH_COMPLAINT_RATE", c.health.complaint_rate);
+        c.health.hard_bounce_rate =
+            env_or("MAILPILOT_HEALTH_BOUNCE_RATE", c.health.hard_bounce_rate);
+        c.health.min_volume = env_or("MAILPILOT_HEALTH_MIN_VOLUME", c.health.min_volume);
+        c
+    }
+}
+
 /// Where an event came from, which bounds what it may touch.
 #[derive(Debug, Clone, Copy)]
 pub enum Origin<'a> {

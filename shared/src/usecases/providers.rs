@@ -574,10 +574,14 @@ impl Providers {
                     .ok_or_else(|| AppError::invalid("/settings/kind", OUTBOX_ONLY_LOCAL))?;
                 Arc::new(mail::outbox::OutboxProvider::new(root.join(ws)))
             }
-            StoredSettings::Resend(s) => Arc::new(mail::resend::ResendProvider::new(
-                s.base_url.as_deref(),
-                s.api_key.open(&self.sealer)?.expose(),
-            )),
+            // Without a webhook secret no Resend webhook can be verified: its mail is polled.
+            StoredSettings::Resend(s) => Arc::new(
+                mail::resend::ResendProvider::new(
+                    s.base_url.as_deref(),
+                    s.api_key.open(&self.sealer)?.expose(),
+                )
+                .polled(s.webhook_secret.is_none()),
+            ),
             StoredSettings::Smtp(s) => {
                 let password = s
                     .password

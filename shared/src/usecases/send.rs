@@ -15,7 +15,8 @@
 //! The crash window: a claim carries a lease. A record that finds its message still
 //! `sending` after the lease ended belongs to a process that died after the claim, maybe
 //! after the provider accepted the message. It is never sent again, unless the provider
-//! deduplicates by our idempotency key (Resend): it ends `failed(unknown_outcome)`.
+//! deduplicates by our idempotency key (Resend, within [`KEY_WINDOW_HOURS`] of the first
+//! call): it ends `failed(unknown_outcome)`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -212,7 +213,7 @@ async fn claim(deps: &SenderDeps<'_>, rec: &SendRecord) -> AppResult<Claim> {
                 // The crash window: whoever claimed it died. Resend only through a
                 // provider that deduplicates by our key.
                 let dedup = match deps.directory.route(&rec.ws, &m.sender_id).await? {
-                    Some(route) => route.provider.deduplicates(),
+                    Some(route) => route.provider.deduplicates() && within_key_window(&m, now),
                     None => false,
                 };
                 if !dedup {
@@ -274,6 +275,22 @@ async fn claim(deps: &SenderDeps<'_>, rec: &SendRecord) -> AppResult<Claim> {
         }
     }
     Ok(Claim::Outcome(Outcome::RetryAfter(5)))
+}
+
+/// How long after its first use a deduplicating provider's idempotency key is trusted:
+/// Resend keeps keys 24 hours; an hour is kept as a margin for clocks and slow calls.
+pub const KEY_WINDOW_HOURS: i64 = 23;
+
+/// Whether the message's first provider call (its first `sending`, else its creation:
+/// earlier, so on the safe side) is recent enough that the provider still knows the key.
+/// Past it, a call with the same key could deliver a second copy.
+fn within_key_window(m: &MessageRecord, now: DateTime<Utc>) -> bool {
+    let first = m
+        .timeline
+        .iter()
+        .find(|t| t.state == MessageState::Sending)
+        .map_or(m.created_at, |t| t.at);
+    now - first < Duration::hours(KEY_WINDOW_HOURS)
 }
 
 async fn reclaim(
@@ -969,7 +986,9 @@ async fn send_parts(
 
 /// The provider took the message: record `sent` with its id and the rendered subject.
 /// A provider whose events cannot name our message (`Provider::needs_message_pointer`)
-/// also gets a pointer item from its id to the message, in the same transaction.
+/// also gets a pointer item from its id to the message, and a connection without
+/// webhooks (`Provider::polls_status`) the message's first poll entry, in the same
+/// transaction.
 async fn record_sent(
     deps: &SenderDeps<'_>,
     route: &Route,
@@ -992,6 +1011,16 @@ async fn record_sent(
         );
         pointer
     });
+    // A connection no webhook reaches: the message's first status poll, filed with `sent`.
+    let poll = route.provider.polls_status().then(|| {
+        super::reconcile::PollEntry::first(
+            &m.workspace_id,
+            &m.id,
+            &route.connection_id,
+            provider_id,
+            now,
+        )
+    });
     let mut current = m.clone();
     for _ in 0..5 {
         let attempts = current.attempts + 1;
@@ -1002,9 +1031,27 @@ async fn record_sent(
             n.reason = None;
             n.subject = subject.to_string();
         };
-        let r = match &pointer {
-            None => transition(deps.store, &current, Transition::Sent, now, edit).await,
-            Some(pointer) => sent_with_pointer(deps.store, &current, now, edit, pointer).await,
+        let mut with = Vec::new();
+        if let Some(pointer) = &pointer {
+            with.push(TxAction::Put {
+                item: pointer.clone(),
+                cond: None,
+            });
+        }
+        if let Some(entry) = &poll {
+            // Read each time: a cancelled check means the poller closed the minute.
+            match super::reconcile::checkpoint(deps.store, now).await {
+                Ok(cp) => with.extend(super::reconcile::file_actions(entry, &cp)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the poll checkpoint failed");
+                    continue;
+                }
+            }
+        }
+        let r = if with.is_empty() {
+            transition(deps.store, &current, Transition::Sent, now, edit).await
+        } else {
+            sent_with(deps.store, &current, now, edit, with).await
         };
         match r {
             Ok(_) => return Outcome::Done,
@@ -1025,22 +1072,18 @@ async fn record_sent(
     Outcome::Done
 }
 
-/// `sent` and the provider pointer in one transaction.
-async fn sent_with_pointer(
+/// `sent` and the items that go with it (the provider pointer, the first poll entry and
+/// its checkpoint check) in one transaction.
+async fn sent_with(
     store: &dyn Store,
     m: &MessageRecord,
     now: DateTime<Utc>,
     edit: impl FnOnce(&mut MessageRecord),
-    pointer: &crate::ports::store::Item,
+    with: Vec<TxAction>,
 ) -> Result<MessageRecord, TransitionError> {
     let (next, action) = messages::transition_action(m, Transition::Sent, now, edit)?;
-    let actions = vec![
-        action,
-        TxAction::Put {
-            item: pointer.clone(),
-            cond: None,
-        },
-    ];
+    let mut actions = vec![action];
+    actions.extend(with);
     match store.transact(actions).await {
         Ok(()) => {}
         Err(StoreError::TransactionCanceled { failed }) if failed.first() == Some(&true) => {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::ports::provider::{Accepted, OutgoingMessage, Provider, SendError};
+use crate::ports::provider::{Accepted, DeliveryStatus, OutgoingMessage, Provider, SendError};
 
 /// A shared provider is a provider (so wrappers can hold an `Arc` and tests keep a handle).
 #[async_trait]
@@ -29,6 +29,14 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
 
     fn needs_message_pointer(&self) -> bool {
         (**self).needs_message_pointer()
+    }
+
+    fn polls_status(&self) -> bool {
+        (**self).polls_status()
+    }
+
+    async fn status(&self, provider_message_id: &str) -> Result<DeliveryStatus, SendError> {
+        (**self).status(provider_message_id).await
     }
 
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {

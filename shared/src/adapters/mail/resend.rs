@@ -7,6 +7,12 @@
 //! (bad or restricted key, unverified domain); 409 `concurrent_idempotent_requests` →
 //! transient; other 4xx → permanent (`validation_error`, `invalid_idempotent_request`…);
 //! 5xx and network errors → transient.
+//!
+//! Status (https://resend.com/docs/api-reference/emails/retrieve-email): `GET
+//! /emails/{id}` answers the email with its `last_event`; errors are classed as for sends
+//! (404 → permanent: the id is not this account's). A connection without a webhook secret
+//! [`polls_status`](Provider::polls_status): nothing else would tell us what became of
+//! its mail.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::{permanent, sender, transient};
 use crate::mime::{MESSAGE_ID_HEADER, Mailbox};
-use crate::ports::provider::{Accepted, OutgoingMessage, Provider, SendError};
+use crate::ports::provider::{Accepted, DeliveryStatus, OutgoingMessage, Provider, SendError};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.resend.com";
 
@@ -26,6 +32,8 @@ pub struct ResendProvider {
     client: reqwest::Client,
     base_url: String,
     api_key: String,
+    /// No webhook reaches us: delivery facts come from polling [`Provider::status`].
+    polled: bool,
 }
 
 impl fmt::Debug for ResendProvider {
@@ -33,6 +41,7 @@ impl fmt::Debug for ResendProvider {
         f.debug_struct("ResendProvider")
             .field("base_url", &self.base_url)
             .field("api_key", &"<redacted>")
+            .field("polled", &self.polled)
             .finish()
     }
 }
@@ -48,6 +57,26 @@ struct ResendError {
 #[derive(Deserialize)]
 struct Sent {
     id: String,
+}
+
+#[derive(Deserialize)]
+struct Retrieved {
+    #[serde(default)]
+    last_event: Option<String>,
+}
+
+/// Resend's `last_event` as a delivery status; `None` for a value we do not know (asked
+/// again later).
+pub fn status_of(last_event: &str) -> Option<DeliveryStatus> {
+    Some(match last_event {
+        "queued" | "scheduled" | "sent" => DeliveryStatus::Accepted,
+        "delivered" | "opened" | "clicked" => DeliveryStatus::Delivered,
+        "bounced" => DeliveryStatus::Bounced,
+        "complained" => DeliveryStatus::Complained,
+        "delivery_delayed" => DeliveryStatus::Delayed,
+        "failed" | "canceled" | "cancelled" => DeliveryStatus::Failed,
+        _ => return None,
+    })
 }
 
 /// `Name <address>` with the name quoted when it needs to be (RFC 5322 3.2.4).
@@ -99,7 +128,14 @@ impl ResendProvider {
                 .trim_end_matches('/')
                 .to_string(),
             api_key: api_key.to_string(),
+            polled: false,
         }
+    }
+
+    /// Marks the connection as one without a webhook: its mail is polled for status.
+    pub fn polled(mut self, polled: bool) -> Self {
+        self.polled = polled;
+        self
     }
 
     fn body(message: &OutgoingMessage) -> Value {
@@ -193,6 +229,47 @@ impl Provider for ResendProvider {
         true
     }
 
+    /// With a webhook, events that lack our tags find the message through the pointer;
+    /// a polled connection gets no events (its poll entry names the message instead).
+    fn needs_message_pointer(&self) -> bool {
+        !self.polled
+    }
+
+    fn polls_status(&self) -> bool {
+        self.polled
+    }
+
+    async fn status(&self, provider_message_id: &str) -> Result<DeliveryStatus, SendError> {
+        let id: String = provider_message_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            .collect();
+        if id.is_empty() || id.len() != provider_message_id.len() {
+            return Err(permanent("invalid_id", "not a Resend email id"));
+        }
+        let response = self
+            .client
+            .get(format!("{}/emails/{id}", self.base_url))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .map_err(network)?;
+        if !response.status().is_success() {
+            return Err(Self::classify(response).await);
+        }
+        let email: Retrieved = response
+            .json()
+            .await
+            .map_err(|e| transient("bad_response", e.to_string()))?;
+        let last = email.last_event.unwrap_or_default();
+        status_of(&last).ok_or_else(|| {
+            transient(
+                "unknown_last_event",
+                format!("last_event {last:?} is not one we know"),
+            )
+        })
+    }
+
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {
         let response = self
             .client
@@ -281,6 +358,19 @@ mod tests {
             SendError::Transient { .. }
         ));
         assert!(matches!(c(503, "503"), SendError::Transient { .. }));
+    }
+
+    #[test]
+    fn last_events_map_to_statuses() {
+        assert_eq!(status_of("sent"), Some(DeliveryStatus::Accepted));
+        assert_eq!(status_of("clicked"), Some(DeliveryStatus::Delivered));
+        assert_eq!(status_of("bounced"), Some(DeliveryStatus::Bounced));
+        assert_eq!(status_of("complained"), Some(DeliveryStatus::Complained));
+        assert_eq!(status_of("delivery_delayed"), Some(DeliveryStatus::Delayed));
+        assert_eq!(status_of("failed"), Some(DeliveryStatus::Failed));
+        assert_eq!(status_of("something_new"), None);
+        assert!(!DeliveryStatus::Delayed.is_final());
+        assert!(DeliveryStatus::Bounced.is_final());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::ports::provider::{Accepted, OutgoingMessage, Provider, SendError};
+use crate::ports::provider::{Accepted, DeliveryStatus, OutgoingMessage, Provider, SendError};
 
 /// Accepts every message and counts them, per recipient too (so a test can tell whether
 /// any address received a message twice).
@@ -178,6 +178,14 @@ impl<P: Provider> Provider for FaultyProvider<P> {
 
     fn needs_message_pointer(&self) -> bool {
         self.inner.needs_message_pointer()
+    }
+
+    fn polls_status(&self) -> bool {
+        self.inner.polls_status()
+    }
+
+    async fn status(&self, provider_message_id: &str) -> Result<DeliveryStatus, SendError> {
+        self.inner.status(provider_message_id).await
     }
 
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, SendError> {
