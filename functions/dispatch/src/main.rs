@@ -6,21 +6,16 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
+use mailpilot_shared::adapters::aws::lambda::{self, env};
 use mailpilot_shared::adapters::aws::queue::SqsQueue;
 use mailpilot_shared::adapters::aws::scheduler::EventBridgeScheduler;
-use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::ports::clock::SystemClock;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::secrets::Sealer;
 use mailpilot_shared::usecases::planner::PlannerDeps;
 use mailpilot_shared::usecases::providers::Providers;
 use mailpilot_shared::usecases::send::StoreDirectory;
-
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set"))
-}
 
 /// What the planning entry point needs (built when the planning variables are set).
 struct Planning {
@@ -30,12 +25,7 @@ struct Planning {
 }
 
 async fn planning(sdk: &aws_config::SdkConfig, store: Arc<dyn Store>) -> anyhow::Result<Planning> {
-    let secrets = mailpilot_shared::adapters::aws::secrets::load(
-        &aws_sdk_secretsmanager::Client::new(sdk),
-        &env("MAILPILOT_SECRETS_ARN")?,
-    )
-    .await
-    .context("loading the secrets")?;
+    let secrets = lambda::secrets_from_env(sdk).await?;
     Ok(Planning {
         directory: StoreDirectory::new(
             store,
@@ -56,19 +46,9 @@ async fn planning(sdk: &aws_config::SdkConfig, store: Arc<dyn Store>) -> anyhow:
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    lambda::init_tracing();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        env("MAILPILOT_TABLE")?,
-    ));
+    let store = lambda::store_from_env(&sdk)?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let bulk = SqsQueue::new(sqs.clone(), env("MAILPILOT_SEND_QUEUE_URL")?);
     let priority = SqsQueue::new(sqs, env("MAILPILOT_PRIORITY_QUEUE_URL")?);

@@ -5,6 +5,9 @@
 
 use std::sync::Arc;
 
+pub use mailpilot_shared::lambda_events::{
+    BatchResponse, ItemFailure, SqsAttributes, SqsEvent, SqsRecord,
+};
 use mailpilot_shared::metrics;
 use mailpilot_shared::ports::clock::Clock;
 use mailpilot_shared::ports::queue::{Lane, Queue};
@@ -13,48 +16,6 @@ use mailpilot_shared::usecases::messages::Composer;
 use mailpilot_shared::usecases::send::{
     self, Directory, Incoming, Outcome, SendConfig, SenderDeps,
 };
-use serde::{Deserialize, Serialize};
-
-/// The SQS event (the fields the sender reads).
-#[derive(Debug, Deserialize)]
-pub struct SqsEvent {
-    #[serde(rename = "Records", default)]
-    pub records: Vec<SqsRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SqsRecord {
-    #[serde(rename = "messageId")]
-    pub message_id: String,
-    #[serde(rename = "receiptHandle")]
-    pub receipt_handle: String,
-    #[serde(default)]
-    pub body: String,
-    #[serde(rename = "eventSourceARN", default)]
-    pub event_source_arn: String,
-    #[serde(default)]
-    pub attributes: SqsAttributes,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct SqsAttributes {
-    /// Milliseconds since the epoch when the queue received the record (queue lag).
-    #[serde(rename = "SentTimestamp", default)]
-    pub sent_timestamp: Option<String>,
-}
-
-/// The partial batch response (`ReportBatchItemFailures`).
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BatchResponse {
-    #[serde(rename = "batchItemFailures")]
-    pub batch_item_failures: Vec<ItemFailure>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
-}
 
 /// One queue the function consumes: its ARN and the handle to change visibility on it.
 pub struct Source {
@@ -120,7 +81,7 @@ impl Handler {
             let now_ms = self.clock.now().timestamp_millis();
             let lag = records
                 .iter()
-                .filter_map(|r| r.attributes.sent_timestamp.as_deref()?.parse::<i64>().ok())
+                .filter_map(|r| r.attributes.sent_millis())
                 .map(|sent| (now_ms - sent).max(0))
                 .max();
             if let Some(lag) = lag {
@@ -180,13 +141,9 @@ impl Handler {
                         {
                             tracing::warn!(error = %e, record = %r.message_id, "changing visibility failed");
                         }
-                        response.batch_item_failures.push(ItemFailure {
-                            item_identifier: r.message_id.clone(),
-                        });
+                        response.fail(&r.message_id);
                     }
-                    Outcome::Failed => response.batch_item_failures.push(ItemFailure {
-                        item_identifier: r.message_id.clone(),
-                    }),
+                    Outcome::Failed => response.fail(&r.message_id),
                 }
             }
         }

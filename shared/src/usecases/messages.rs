@@ -783,13 +783,27 @@ pub async fn list(
     ws: &str,
     state: Option<MessageState>,
     limit: usize,
+    cursor: Option<String>,
+) -> AppResult<Paged<Message>> {
+    list_query(store, Query::partition(pk(ws)), state, limit, cursor).await
+}
+
+/// The messages a query of message items finds (the workspace's partition, a run's
+/// index partition), optionally only those in one state: at most 20 pages per call, so
+/// a page may come back short with a cursor to go on.
+pub async fn list_query(
+    store: &dyn Store,
+    query: Query,
+    state: Option<MessageState>,
+    limit: usize,
     mut cursor: Option<String>,
 ) -> AppResult<Paged<Message>> {
     let mut data = Vec::new();
     for _ in 0..20 {
         let page = store
             .query(
-                Query::partition(pk(ws))
+                query
+                    .clone()
                     .limit(limit - data.len())
                     .cursor(cursor.take()),
             )
