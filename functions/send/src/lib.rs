@@ -12,7 +12,7 @@ use mailpilot_shared::metrics;
 use mailpilot_shared::ports::clock::Clock;
 use mailpilot_shared::ports::queue::{Lane, Queue};
 use mailpilot_shared::ports::store::Store;
-use mailpilot_shared::usecases::messages::Composer;
+use mailpilot_shared::usecases::messages::{self, Composer, FailureTally};
 use mailpilot_shared::usecases::send::{
     self, Directory, Incoming, Outcome, SendConfig, SenderDeps,
 };
@@ -91,30 +91,42 @@ impl Handler {
                     &[("QueueLag", lag as f64, metrics::Unit::Milliseconds)],
                 );
             }
-            let (outcomes, queue) = match kind {
-                Kind::DeadLetter => (
-                    send::handle_dead_letters(self.store.as_ref(), self.clock.as_ref(), &incoming)
+            // Boxed: the batch's future is large, and the task-local scope would hold it
+            // on the stack.
+            let ((outcomes, queue), failures) = messages::tallying_failures(Box::pin(async {
+                match kind {
+                    Kind::DeadLetter => (
+                        send::handle_dead_letters(
+                            self.store.as_ref(),
+                            self.clock.as_ref(),
+                            &incoming,
+                        )
                         .await,
-                    None,
-                ),
-                Kind::Lane(lane) => {
-                    let deps = SenderDeps {
-                        store: self.store.as_ref(),
-                        directory: self.directory.as_ref(),
-                        clock: self.clock.as_ref(),
-                        composer: &self.composer,
-                        config: &self.config,
-                    };
-                    let queue = match lane {
-                        Lane::Bulk => &self.bulk.queue,
-                        Lane::Priority => &self.priority.queue,
-                    };
-                    (
-                        send::handle_batch(&deps, lane, &incoming).await,
-                        Some(queue),
-                    )
+                        None,
+                    ),
+                    Kind::Lane(lane) => {
+                        let deps = SenderDeps {
+                            store: self.store.as_ref(),
+                            directory: self.directory.as_ref(),
+                            clock: self.clock.as_ref(),
+                            composer: &self.composer,
+                            config: &self.config,
+                        };
+                        let queue = match lane {
+                            Lane::Bulk => &self.bulk.queue,
+                            Lane::Priority => &self.priority.queue,
+                        };
+                        (
+                            send::handle_batch(&deps, lane, &incoming).await,
+                            Some(queue),
+                        )
+                    }
                 }
-            };
+            }))
+            .await;
+            for line in failure_lines(lane_name, &failures) {
+                println!("{line}");
+            }
             let (mut done, mut retried, mut failed) = (0.0, 0.0, 0.0);
             for o in &outcomes {
                 match o {
@@ -148,5 +160,54 @@ impl Handler {
             }
         }
         response
+    }
+}
+
+/// The EMF lines of the messages a batch moved to `failed`: `MessagesFailed` under the
+/// lane and the failure's class (`permanent`, `transient_exhausted`, `unknown_outcome`,
+/// `dead_letter`, `sender_paused`), one line per class seen (none when nothing failed).
+pub fn failure_lines(lane: &str, failures: &FailureTally) -> Vec<String> {
+    failures
+        .iter()
+        .map(|(class, n)| {
+            metrics::line(
+                "send",
+                &[("Lane", lane), ("Class", class)],
+                &[("MessagesFailed", *n as f64, metrics::Unit::Count)],
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn failures_are_broken_out_by_class_and_lane() {
+        let tally = FailureTally::from([
+            ("permanent".to_string(), 2),
+            ("transient_exhausted".to_string(), 1),
+        ]);
+        let lines: Vec<Value> = failure_lines("bulk", &tally)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["Function"], "send");
+        assert_eq!(lines[0]["Lane"], "bulk");
+        assert_eq!(lines[0]["Class"], "permanent");
+        assert_eq!(lines[0]["MessagesFailed"], 2.0);
+        assert_eq!(lines[1]["Class"], "transient_exhausted");
+        assert_eq!(lines[1]["MessagesFailed"], 1.0);
+        let m = &lines[0]["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Namespace"], "Mailpilot");
+        assert_eq!(m["Dimensions"], json!([["Function", "Lane", "Class"]]));
+        assert_eq!(
+            m["Metrics"],
+            json!([{"Name": "MessagesFailed", "Unit": "Count"}])
+        );
+        assert!(failure_lines("priority", &FailureTally::new()).is_empty());
     }
 }

@@ -1457,7 +1457,7 @@ pub mod attr {
 
     /// `f_<class>`: the failure's class (`permanent:550` → `permanent`).
     pub fn failure(reason: &str) -> String {
-        format!("f_{}", reason.split(':').next().unwrap_or(reason))
+        format!("f_{}", crate::model::message::FailReason::class_of(reason))
     }
 }
 
