@@ -4,12 +4,14 @@
 //! - `usecases`: what the product does, orchestrated through ports;
 //! - `ports`: the small capability traits (storage, …);
 //! - `adapters`: one folder per world (`aws`, `local`), behind cargo features;
-//! - `http`: the HTTP surface (router, auth, problem+json, idempotency, OpenAPI).
+//! - `http`: the HTTP surface (router, auth, problem+json, idempotency, OpenAPI);
+//! - `lambda_events`: the SQS batch and partial-batch-response shapes of the functions.
 
 pub mod adapters;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod lambda_events;
 pub mod metrics;
 pub mod mime;
 pub mod model;

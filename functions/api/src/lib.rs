@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mailpilot_shared::adapters::aws::blobs::S3Blobs;
+use mailpilot_shared::adapters::aws::lambda;
 use mailpilot_shared::adapters::aws::queue::{SqsQueue, SqsStarter};
 use mailpilot_shared::adapters::aws::scheduler::EventBridgeScheduler;
-use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
 use mailpilot_shared::model::links::{LinkKeys, LinkKeysError};
 use mailpilot_shared::ports::clock::SystemClock;
@@ -15,7 +15,6 @@ use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::ratelimit::RateLimiter;
 use mailpilot_shared::secrets::{Sealer, SecretsDoc};
 use mailpilot_shared::usecases::imports::{ImportEnv, ImportSettings};
-use mailpilot_shared::usecases::messages::DEFAULT_RETENTION_DAYS;
 use mailpilot_shared::usecases::providers::Providers;
 use mailpilot_shared::usecases::send::StoreDirectory;
 
@@ -110,22 +109,10 @@ pub fn enable_campaigns(
 /// `MAILPILOT_SCHEDULE_GROUP` and `MAILPILOT_SCHEDULER_ROLE_ARN` (without them campaign
 /// actions answer 503).
 pub async fn app_from_env() -> Result<axum::Router> {
-    let table = std::env::var("MAILPILOT_TABLE").context("MAILPILOT_TABLE is not set")?;
-    let secret_id =
-        std::env::var("MAILPILOT_SECRETS_ARN").context("MAILPILOT_SECRETS_ARN is not set")?;
-    let key_rate = std::env::var("MAILPILOT_KEY_RATE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let key_rate = lambda::env_or("MAILPILOT_KEY_RATE", 100);
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let secrets = mailpilot_shared::adapters::aws::secrets::load(
-        &aws_sdk_secretsmanager::Client::new(&sdk),
-        &secret_id,
-    )
-    .await
-    .context("loading the secrets")?;
-    let store: Arc<dyn Store> =
-        Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+    let store = lambda::store_from_env(&sdk)?;
+    let secrets = lambda::secrets_from_env(&sdk).await?;
     let bucket = std::env::var("MAILPILOT_UPLOADS_BUCKET").ok();
     let queue = std::env::var("MAILPILOT_IMPORT_QUEUE_URL").ok();
     let imports = match (bucket, queue, sdk.credentials_provider()) {
@@ -143,13 +130,8 @@ pub async fn app_from_env() -> Result<axum::Router> {
         _ => None,
     };
     let state = state(store, &secrets, key_rate, imports)?;
-    let queue_url = std::env::var("MAILPILOT_PRIORITY_QUEUE_URL")
-        .context("MAILPILOT_PRIORITY_QUEUE_URL is not set")?;
-    let retention_days = std::env::var("MAILPILOT_RETENTION_DAYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|d: &i64| *d > 0)
-        .unwrap_or(DEFAULT_RETENTION_DAYS);
+    let queue_url = lambda::env("MAILPILOT_PRIORITY_QUEUE_URL")?;
+    let retention_days = lambda::retention_days();
     let priority = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url));
     enable_sending(&state, priority, retention_days);
     let planning_url = std::env::var("MAILPILOT_PLANNING_QUEUE_URL").ok();

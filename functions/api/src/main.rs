@@ -2,14 +2,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    mailpilot_shared::adapters::aws::lambda::init_tracing();
     let app = api::app_from_env().await?;
     lambda_http::run(app).await
 }

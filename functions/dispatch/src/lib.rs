@@ -11,6 +11,8 @@
 //! Lambda → SQS → Lambda loop (template.yaml: `PlanFunction`, `RecursiveLoop: Allow`).
 
 use mailpilot_shared::error::AppResult;
+use mailpilot_shared::lambda_events;
+pub use mailpilot_shared::lambda_events::{BatchResponse, ItemFailure, SqsEvent, SqsRecord};
 use mailpilot_shared::ports::clock::Clock;
 use mailpilot_shared::ports::queue::Queue;
 use mailpilot_shared::ports::store::Store;
@@ -18,7 +20,6 @@ use mailpilot_shared::usecases::dispatch::{self, DispatchReport};
 use mailpilot_shared::usecases::planner::{self, PlannerDeps};
 use mailpilot_shared::usecases::reconcile::{self, ReconcileDeps, ReconcileReport};
 use mailpilot_shared::usecases::send::{Incoming, Outcome};
-use serde::{Deserialize, Serialize};
 
 /// Entries read per invocation at most (the next run goes on from the checkpoint): at
 /// 500 per page and 10 per SendMessageBatch this fits the function's 60 s.
@@ -48,37 +49,9 @@ pub async fn reconcile(deps: &ReconcileDeps<'_>) -> AppResult<ReconcileReport> {
     Ok(report)
 }
 
-/// The SQS event (the fields the planner reads).
-#[derive(Debug, Deserialize)]
-pub struct SqsEvent {
-    #[serde(rename = "Records", default)]
-    pub records: Vec<SqsRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SqsRecord {
-    #[serde(rename = "messageId")]
-    pub message_id: String,
-    #[serde(default)]
-    pub body: String,
-}
-
-/// The partial batch response (`ReportBatchItemFailures`).
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BatchResponse {
-    #[serde(rename = "batchItemFailures")]
-    pub batch_item_failures: Vec<ItemFailure>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
-}
-
 /// Is this event an SQS batch (the planning queue) rather than the minute's schedule?
 pub fn is_sqs(event: &serde_json::Value) -> bool {
-    event.get("Records").is_some_and(|r| r.is_array())
+    lambda_events::is_sqs_batch(event)
 }
 
 /// Plans the records of a planning-queue batch. A record that does not parse is dropped
@@ -102,14 +75,11 @@ pub async fn plan(event: serde_json::Value, deps: &PlannerDeps<'_>) -> BatchResp
         })
         .collect();
     let outcomes = planner::handle_batch(deps, &records).await;
-    BatchResponse {
-        batch_item_failures: records
+    BatchResponse::failing(
+        records
             .iter()
             .zip(outcomes)
             .filter(|(_, o)| !matches!(o, Outcome::Done))
-            .map(|(r, _)| ItemFailure {
-                item_identifier: r.id.clone(),
-            })
-            .collect(),
-    }
+            .map(|(r, _)| r.id.clone()),
+    )
 }

@@ -9,11 +9,10 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
+use mailpilot_shared::adapters::aws::lambda::{self, env};
 use mailpilot_shared::adapters::aws::queue::SqsQueue;
 use mailpilot_shared::adapters::aws::scheduler::EventBridgeScheduler;
-use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::ports::clock::SystemClock;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::secrets::Sealer;
@@ -22,10 +21,6 @@ use mailpilot_shared::usecases::provider_events::EventConfig;
 use mailpilot_shared::usecases::providers::Providers;
 use mailpilot_shared::usecases::reconcile::ReconcileDeps;
 use mailpilot_shared::usecases::send::StoreDirectory;
-
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set"))
-}
 
 /// What the planning entry point needs (built when the planning variables are set).
 struct Planning {
@@ -37,12 +32,7 @@ struct Planning {
 /// Providers built from the stored connections (their secrets opened with the key in
 /// `MAILPILOT_SECRETS_ARN`).
 async fn providers(sdk: &aws_config::SdkConfig) -> anyhow::Result<Providers> {
-    let secrets = mailpilot_shared::adapters::aws::secrets::load(
-        &aws_sdk_secretsmanager::Client::new(sdk),
-        &env("MAILPILOT_SECRETS_ARN")?,
-    )
-    .await
-    .context("loading the secrets")?;
+    let secrets = lambda::secrets_from_env(sdk).await?;
     Ok(Providers::new(Sealer::new(&secrets.encryption_key), None))
 }
 
@@ -64,19 +54,9 @@ async fn planning(sdk: &aws_config::SdkConfig, store: Arc<dyn Store>) -> anyhow:
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    lambda::init_tracing();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        env("MAILPILOT_TABLE")?,
-    ));
+    let store = lambda::store_from_env(&sdk)?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let bulk = SqsQueue::new(sqs.clone(), env("MAILPILOT_SEND_QUEUE_URL")?);
     let priority = SqsQueue::new(sqs, env("MAILPILOT_PRIORITY_QUEUE_URL")?);

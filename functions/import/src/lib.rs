@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mailpilot_shared::adapters::aws::blobs::S3Blobs;
+use mailpilot_shared::adapters::aws::lambda;
 use mailpilot_shared::adapters::aws::queue::{ImportMessage, SqsStarter};
-use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::error::AppError;
+use mailpilot_shared::lambda_events::BatchResponse;
 use mailpilot_shared::usecases::imports::{self, ImportEnv, ImportSettings, RunOutcome};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Time kept back from the invocation's deadline to commit the last chunk and queue
 /// the continuation.
@@ -21,18 +22,16 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
 /// Builds the environment from `MAILPILOT_TABLE`, `MAILPILOT_UPLOADS_BUCKET` and
 /// `MAILPILOT_IMPORT_QUEUE_URL` (and the `MAILPILOT_IMPORT_*` tuning variables).
 pub async fn env_from_env() -> Result<Arc<ImportEnv>> {
-    let var = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
-    let (table, bucket, queue) = (
-        var("MAILPILOT_TABLE")?,
-        var("MAILPILOT_UPLOADS_BUCKET")?,
-        var("MAILPILOT_IMPORT_QUEUE_URL")?,
+    let (bucket, queue) = (
+        lambda::env("MAILPILOT_UPLOADS_BUCKET")?,
+        lambda::env("MAILPILOT_IMPORT_QUEUE_URL")?,
     );
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let credentials = sdk
         .credentials_provider()
         .context("no AWS credentials provider")?;
     Ok(Arc::new(ImportEnv {
-        store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
+        store: lambda::store_from_env(&sdk)?,
         blobs: Arc::new(S3Blobs::new(
             aws_sdk_s3::Client::new(&sdk),
             bucket,
@@ -68,9 +67,9 @@ pub async fn handle(
             .unwrap_or("unknown")
             .to_string();
         tracing::info!(event = %kind, "event without records ignored");
-        return Ok(json!({"batchItemFailures": []}));
+        return Ok(serde_json::to_value(BatchResponse::default())?);
     };
-    let mut failures = vec![];
+    let mut response = BatchResponse::default();
     for record in records {
         match record.get("eventSource").and_then(Value::as_str) {
             Some("aws:s3") => on_object_created(env, record).await?,
@@ -81,13 +80,13 @@ pub async fn handle(
                     .unwrap_or_default()
                     .to_string();
                 if !on_message(env, record, deadline).await {
-                    failures.push(json!({ "itemIdentifier": id }));
+                    response.fail(&id);
                 }
             }
             other => tracing::warn!(source = ?other, "record from an unknown source ignored"),
         }
     }
-    Ok(json!({ "batchItemFailures": failures }))
+    Ok(serde_json::to_value(response)?)
 }
 
 async fn on_object_created(env: &Arc<ImportEnv>, record: &Value) -> Result<()> {

@@ -7,14 +7,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    mailpilot_shared::adapters::aws::lambda::init_tracing();
     let env = import::env_from_env().await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let env = env.clone();

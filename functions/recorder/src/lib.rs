@@ -5,38 +5,10 @@
 
 use std::sync::Arc;
 
+pub use mailpilot_shared::lambda_events::{BatchResponse, ItemFailure, SqsEvent, SqsRecord};
 use mailpilot_shared::model::tracking::TrackEvent;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::usecases::tracking::{RecorderConfig, record_events};
-use serde::{Deserialize, Serialize};
-
-/// The SQS event (the fields the recorder reads).
-#[derive(Debug, Deserialize)]
-pub struct SqsEvent {
-    #[serde(rename = "Records", default)]
-    pub records: Vec<SqsRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SqsRecord {
-    #[serde(rename = "messageId")]
-    pub message_id: String,
-    #[serde(default)]
-    pub body: String,
-}
-
-/// The partial batch response (`ReportBatchItemFailures`).
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BatchResponse {
-    #[serde(rename = "batchItemFailures")]
-    pub batch_item_failures: Vec<ItemFailure>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
-}
 
 pub struct Handler {
     pub store: Arc<dyn Store>,
@@ -64,11 +36,6 @@ impl Handler {
             tracing::warn!(error = %e, events = events.len(), "recording tracking events failed; the batch is retried");
             failures.extend(ids);
         }
-        BatchResponse {
-            batch_item_failures: failures
-                .into_iter()
-                .map(|item_identifier| ItemFailure { item_identifier })
-                .collect(),
-        }
+        BatchResponse::failing(failures)
     }
 }

@@ -5,56 +5,17 @@
 
 use std::sync::Arc;
 
+pub use mailpilot_shared::lambda_events::{
+    BatchResponse, ItemFailure, SqsAttributes, SqsEvent, SqsRecord,
+};
 use mailpilot_shared::metrics;
 use mailpilot_shared::ports::clock::Clock;
 use mailpilot_shared::ports::queue::{Lane, Queue};
 use mailpilot_shared::ports::store::Store;
-use mailpilot_shared::usecases::messages::Composer;
+use mailpilot_shared::usecases::messages::{self, Composer, FailureTally};
 use mailpilot_shared::usecases::send::{
     self, Directory, Incoming, Outcome, SendConfig, SenderDeps,
 };
-use serde::{Deserialize, Serialize};
-
-/// The SQS event (the fields the sender reads).
-#[derive(Debug, Deserialize)]
-pub struct SqsEvent {
-    #[serde(rename = "Records", default)]
-    pub records: Vec<SqsRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SqsRecord {
-    #[serde(rename = "messageId")]
-    pub message_id: String,
-    #[serde(rename = "receiptHandle")]
-    pub receipt_handle: String,
-    #[serde(default)]
-    pub body: String,
-    #[serde(rename = "eventSourceARN", default)]
-    pub event_source_arn: String,
-    #[serde(default)]
-    pub attributes: SqsAttributes,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct SqsAttributes {
-    /// Milliseconds since the epoch when the queue received the record (queue lag).
-    #[serde(rename = "SentTimestamp", default)]
-    pub sent_timestamp: Option<String>,
-}
-
-/// The partial batch response (`ReportBatchItemFailures`).
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BatchResponse {
-    #[serde(rename = "batchItemFailures")]
-    pub batch_item_failures: Vec<ItemFailure>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
-}
 
 /// One queue the function consumes: its ARN and the handle to change visibility on it.
 pub struct Source {
@@ -120,7 +81,7 @@ impl Handler {
             let now_ms = self.clock.now().timestamp_millis();
             let lag = records
                 .iter()
-                .filter_map(|r| r.attributes.sent_timestamp.as_deref()?.parse::<i64>().ok())
+                .filter_map(|r| r.attributes.sent_millis())
                 .map(|sent| (now_ms - sent).max(0))
                 .max();
             if let Some(lag) = lag {
@@ -130,30 +91,42 @@ impl Handler {
                     &[("QueueLag", lag as f64, metrics::Unit::Milliseconds)],
                 );
             }
-            let (outcomes, queue) = match kind {
-                Kind::DeadLetter => (
-                    send::handle_dead_letters(self.store.as_ref(), self.clock.as_ref(), &incoming)
+            // Boxed: the batch's future is large, and the task-local scope would hold it
+            // on the stack.
+            let ((outcomes, queue), failures) = messages::tallying_failures(Box::pin(async {
+                match kind {
+                    Kind::DeadLetter => (
+                        send::handle_dead_letters(
+                            self.store.as_ref(),
+                            self.clock.as_ref(),
+                            &incoming,
+                        )
                         .await,
-                    None,
-                ),
-                Kind::Lane(lane) => {
-                    let deps = SenderDeps {
-                        store: self.store.as_ref(),
-                        directory: self.directory.as_ref(),
-                        clock: self.clock.as_ref(),
-                        composer: &self.composer,
-                        config: &self.config,
-                    };
-                    let queue = match lane {
-                        Lane::Bulk => &self.bulk.queue,
-                        Lane::Priority => &self.priority.queue,
-                    };
-                    (
-                        send::handle_batch(&deps, lane, &incoming).await,
-                        Some(queue),
-                    )
+                        None,
+                    ),
+                    Kind::Lane(lane) => {
+                        let deps = SenderDeps {
+                            store: self.store.as_ref(),
+                            directory: self.directory.as_ref(),
+                            clock: self.clock.as_ref(),
+                            composer: &self.composer,
+                            config: &self.config,
+                        };
+                        let queue = match lane {
+                            Lane::Bulk => &self.bulk.queue,
+                            Lane::Priority => &self.priority.queue,
+                        };
+                        (
+                            send::handle_batch(&deps, lane, &incoming).await,
+                            Some(queue),
+                        )
+                    }
                 }
-            };
+            }))
+            .await;
+            for line in failure_lines(lane_name, &failures) {
+                println!("{line}");
+            }
             let (mut done, mut retried, mut failed) = (0.0, 0.0, 0.0);
             for o in &outcomes {
                 match o {
@@ -180,16 +153,61 @@ impl Handler {
                         {
                             tracing::warn!(error = %e, record = %r.message_id, "changing visibility failed");
                         }
-                        response.batch_item_failures.push(ItemFailure {
-                            item_identifier: r.message_id.clone(),
-                        });
+                        response.fail(&r.message_id);
                     }
-                    Outcome::Failed => response.batch_item_failures.push(ItemFailure {
-                        item_identifier: r.message_id.clone(),
-                    }),
+                    Outcome::Failed => response.fail(&r.message_id),
                 }
             }
         }
         response
+    }
+}
+
+/// The EMF lines of the messages a batch moved to `failed`: `MessagesFailed` under the
+/// lane and the failure's class (`permanent`, `transient_exhausted`, `unknown_outcome`,
+/// `dead_letter`, `sender_paused`), one line per class seen (none when nothing failed).
+pub fn failure_lines(lane: &str, failures: &FailureTally) -> Vec<String> {
+    failures
+        .iter()
+        .map(|(class, n)| {
+            metrics::line(
+                "send",
+                &[("Lane", lane), ("Class", class)],
+                &[("MessagesFailed", *n as f64, metrics::Unit::Count)],
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn failures_are_broken_out_by_class_and_lane() {
+        let tally = FailureTally::from([
+            ("permanent".to_string(), 2),
+            ("transient_exhausted".to_string(), 1),
+        ]);
+        let lines: Vec<Value> = failure_lines("bulk", &tally)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["Function"], "send");
+        assert_eq!(lines[0]["Lane"], "bulk");
+        assert_eq!(lines[0]["Class"], "permanent");
+        assert_eq!(lines[0]["MessagesFailed"], 2.0);
+        assert_eq!(lines[1]["Class"], "transient_exhausted");
+        assert_eq!(lines[1]["MessagesFailed"], 1.0);
+        let m = &lines[0]["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Namespace"], "Mailpilot");
+        assert_eq!(m["Dimensions"], json!([["Function", "Lane", "Class"]]));
+        assert_eq!(
+            m["Metrics"],
+            json!([{"Name": "MessagesFailed", "Unit": "Count"}])
+        );
+        assert!(failure_lines("priority", &FailureTally::new()).is_empty());
     }
 }

@@ -7,41 +7,21 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
+use mailpilot_shared::adapters::aws::lambda::{self, env};
 use mailpilot_shared::adapters::aws::queue::SqsQueue;
-use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::ports::clock::SystemClock;
-use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::secrets::Sealer;
 use mailpilot_shared::usecases::messages::Composer;
 use mailpilot_shared::usecases::providers::Providers;
 use mailpilot_shared::usecases::send::{SendConfig, StoreDirectory};
 use send::{Handler, Source, SqsEvent};
 
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set"))
-}
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    lambda::init_tracing();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let secrets = mailpilot_shared::adapters::aws::secrets::load(
-        &aws_sdk_secretsmanager::Client::new(&sdk),
-        &env("MAILPILOT_SECRETS_ARN")?,
-    )
-    .await
-    .context("loading the secrets")?;
-    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        env("MAILPILOT_TABLE")?,
-    ));
+    let secrets = lambda::secrets_from_env(&sdk).await?;
+    let store = lambda::store_from_env(&sdk)?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let handler = Handler {
         store: store.clone(),

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use mailpilot_shared::adapters::aws::lambda;
 use mailpilot_shared::adapters::aws::queue::SqsQueue;
-use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::http::track::{self, TrackState};
 use mailpilot_shared::model::links::LinkKeys;
 use mailpilot_shared::ports::events::{EventSink, QueueSink};
@@ -20,22 +20,13 @@ pub fn app(store: Arc<dyn Store>, keys: Arc<LinkKeys>, sink: Arc<dyn EventSink>)
 /// Builds the app from the environment: `MAILPILOT_TABLE`, `MAILPILOT_SECRETS_ARN` (the
 /// link keys), `MAILPILOT_EVENTS_QUEUE_URL`.
 pub async fn app_from_env() -> Result<axum::Router> {
-    let var = |n: &str| std::env::var(n).with_context(|| format!("{n} is not set"));
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let secrets = mailpilot_shared::adapters::aws::secrets::load(
-        &aws_sdk_secretsmanager::Client::new(&sdk),
-        &var("MAILPILOT_SECRETS_ARN")?,
-    )
-    .await
-    .context("loading the secrets")?;
+    let secrets = lambda::secrets_from_env(&sdk).await?;
     let keys = Arc::new(secrets.link_keys().context("the secret's link_keys")?);
-    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        var("MAILPILOT_TABLE")?,
-    ));
+    let store = lambda::store_from_env(&sdk)?;
     let queue = Arc::new(SqsQueue::new(
         aws_sdk_sqs::Client::new(&sdk),
-        var("MAILPILOT_EVENTS_QUEUE_URL")?,
+        lambda::env("MAILPILOT_EVENTS_QUEUE_URL")?,
     ));
     Ok(app(store, keys, Arc::new(QueueSink(queue))))
 }

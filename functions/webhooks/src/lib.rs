@@ -8,49 +8,15 @@
 
 use std::sync::Arc;
 
+use mailpilot_shared::lambda_events;
+pub use mailpilot_shared::lambda_events::{
+    BatchResponse, ItemFailure, SqsAttributes, SqsEvent, SqsRecord,
+};
 use mailpilot_shared::metrics;
 use mailpilot_shared::ports::clock::Clock;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::usecases::provider_events::{self, EventConfig, Origin, Recorded};
 use mailpilot_shared::webhooks::events::{self, EventParseError};
-use serde::{Deserialize, Serialize};
-
-/// The SQS event (the fields the handler reads).
-#[derive(Debug, Deserialize)]
-pub struct SqsEvent {
-    #[serde(rename = "Records", default)]
-    pub records: Vec<SqsRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SqsRecord {
-    #[serde(rename = "messageId")]
-    pub message_id: String,
-    #[serde(default)]
-    pub body: String,
-    #[serde(default)]
-    pub attributes: SqsAttributes,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct SqsAttributes {
-    /// Milliseconds since the epoch when the queue received the record (queue lag).
-    #[serde(rename = "SentTimestamp", default)]
-    pub sent_timestamp: Option<String>,
-}
-
-/// The partial batch response (`ReportBatchItemFailures`).
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BatchResponse {
-    #[serde(rename = "batchItemFailures")]
-    pub batch_item_failures: Vec<ItemFailure>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
-}
 
 /// The SQS side: SES events from our own account's event bus.
 pub struct EventsHandler {
@@ -64,12 +30,7 @@ impl EventsHandler {
         let mut out = BatchResponse::default();
         let now = self.clock.now();
         for record in &event.records {
-            if let Some(sent) = record
-                .attributes
-                .sent_timestamp
-                .as_deref()
-                .and_then(|t| t.parse::<i64>().ok())
-            {
+            if let Some(sent) = record.attributes.sent_millis() {
                 metrics::emit(
                     "webhooks",
                     &[("Source", "ses-eventbridge")],
@@ -81,9 +42,7 @@ impl EventsHandler {
                 );
             }
             if !self.handle_record(record, now).await {
-                out.batch_item_failures.push(ItemFailure {
-                    item_identifier: record.message_id.clone(),
-                });
+                out.fail(&record.message_id);
             }
         }
         out
@@ -181,7 +140,7 @@ pub async fn dispatch(
     context: lambda_http::Context,
 ) -> Result<serde_json::Value, lambda_http::Error> {
     use lambda_http::tower::Service;
-    if payload.get("Records").is_some() {
+    if lambda_events::is_sqs_batch(&payload) {
         let batch: SqsEvent = serde_json::from_value(payload)?;
         return Ok(serde_json::to_value(events.handle(batch).await)?);
     }

@@ -5,40 +5,19 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use lambda_http::{LambdaEvent, service_fn};
-use mailpilot_shared::adapters::aws::store::DynamoStore;
+use mailpilot_shared::adapters::aws::lambda;
 use mailpilot_shared::ports::clock::{Clock, SystemClock};
-use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::usecases::provider_events::EventConfig;
 use mailpilot_shared::webhooks::sns::HttpCertFetcher;
 use webhooks::EventsHandler;
 
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set"))
-}
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    lambda::init_tracing();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let secrets = mailpilot_shared::adapters::aws::secrets::load(
-        &aws_sdk_secretsmanager::Client::new(&sdk),
-        &env("MAILPILOT_SECRETS_ARN")?,
-    )
-    .await
-    .context("loading the secrets")?;
-    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        env("MAILPILOT_TABLE")?,
-    ));
+    let secrets = lambda::secrets_from_env(&sdk).await?;
+    let store = lambda::store_from_env(&sdk)?;
     let config = EventConfig::from_env();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let router = webhooks::router(

@@ -166,6 +166,12 @@ impl FailReason {
         }
     }
 
+    /// The class of a failure reason, without the provider's code: `permanent:550` →
+    /// `permanent`, `transient_exhausted` as is (what metrics and counters break out).
+    pub fn class_of(reason: &str) -> &str {
+        reason.split(':').next().unwrap_or(reason)
+    }
+
     pub fn parse(s: &str) -> Option<FailReason> {
         Some(match s {
             "transient_exhausted" => FailReason::TransientExhausted,

@@ -1425,7 +1425,7 @@ pub async fn messages(
     id: &str,
     state: Option<MessageState>,
     limit: usize,
-    mut cursor: Option<String>,
+    cursor: Option<String>,
 ) -> AppResult<Paged<super::messages::Message>> {
     let c = load(store, ws, id).await?;
     let Some(run_id) = c.run_id else {
@@ -1434,30 +1434,8 @@ pub async fn messages(
             next_cursor: None,
         });
     };
-    let mut data = Vec::new();
-    for _ in 0..20 {
-        let page = store
-            .query(
-                Query::index(Index::Gsi1, run_messages_gsi(ws, &run_id))
-                    .limit(limit - data.len())
-                    .cursor(cursor.take()),
-            )
-            .await?;
-        for item in page.items {
-            let m: MessageRecord = from_item(item)?;
-            if state.is_none_or(|s| s == m.state) {
-                data.push(m.into());
-            }
-        }
-        cursor = page.cursor;
-        if data.len() >= limit || cursor.is_none() {
-            break;
-        }
-    }
-    Ok(Paged {
-        data,
-        next_cursor: cursor,
-    })
+    let query = Query::index(Index::Gsi1, run_messages_gsi(ws, &run_id));
+    super::messages::list_query(store, query, state, limit, cursor).await
 }
 
 // ---- counters ---------------------------------------------------------------------------
@@ -1479,7 +1457,7 @@ pub mod attr {
 
     /// `f_<class>`: the failure's class (`permanent:550` → `permanent`).
     pub fn failure(reason: &str) -> String {
-        format!("f_{}", reason.split(':').next().unwrap_or(reason))
+        format!("f_{}", crate::model::message::FailReason::class_of(reason))
     }
 }
 

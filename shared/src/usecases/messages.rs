@@ -388,6 +388,29 @@ pub async fn after_transition(
     if next.state == MessageState::Sent && before.state != MessageState::Sent {
         super::analytics::note_sent(store, next, now).await;
     }
+    if next.state == MessageState::Failed && before.state != MessageState::Failed {
+        let class = FailReason::class_of(next.reason.as_deref().unwrap_or("unknown"));
+        let _ = FAILURES.try_with(|f| *f.borrow_mut().entry(class.to_string()).or_default() += 1);
+    }
+}
+
+/// Messages moved to `failed`, by the class of their reason (`permanent`,
+/// `transient_exhausted`, `unknown_outcome`, `dead_letter`, `sender_paused`).
+pub type FailureTally = BTreeMap<String, u64>;
+
+tokio::task_local! {
+    static FAILURES: std::cell::RefCell<FailureTally>;
+}
+
+/// Runs `f` and tallies the messages its transitions moved to `failed`, by class (the
+/// send function's metrics; outside such a scope nothing is tallied).
+pub async fn tallying_failures<F: std::future::Future>(f: F) -> (F::Output, FailureTally) {
+    FAILURES
+        .scope(std::cell::RefCell::new(FailureTally::new()), async {
+            let out = f.await;
+            (out, FAILURES.with(|t| std::mem::take(&mut *t.borrow_mut())))
+        })
+        .await
 }
 
 /// A transition as a transaction action (conditional on the version read), for a
@@ -783,13 +806,27 @@ pub async fn list(
     ws: &str,
     state: Option<MessageState>,
     limit: usize,
+    cursor: Option<String>,
+) -> AppResult<Paged<Message>> {
+    list_query(store, Query::partition(pk(ws)), state, limit, cursor).await
+}
+
+/// The messages a query of message items finds (the workspace's partition, a run's
+/// index partition), optionally only those in one state: at most 20 pages per call, so
+/// a page may come back short with a cursor to go on.
+pub async fn list_query(
+    store: &dyn Store,
+    query: Query,
+    state: Option<MessageState>,
+    limit: usize,
     mut cursor: Option<String>,
 ) -> AppResult<Paged<Message>> {
     let mut data = Vec::new();
     for _ in 0..20 {
         let page = store
             .query(
-                Query::partition(pk(ws))
+                query
+                    .clone()
                     .limit(limit - data.len())
                     .cursor(cursor.take()),
             )
@@ -947,4 +984,59 @@ pub async fn plan(
     }
     super::dispatch::schedule(store, &entries, now).await?;
     Ok(entries.len())
+}
+
+#[cfg(all(test, feature = "local"))]
+mod tests {
+    use super::*;
+    use crate::adapters::local::store::RedbStore;
+
+    #[tokio::test]
+    async fn failures_are_tallied_by_class_inside_the_scope_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("db.redb")).unwrap();
+        let now = Utc::now();
+        let mut ms = Vec::new();
+        for i in 0..4 {
+            let m = new_record(
+                "ws_01JQ0000000000000000000000",
+                format!("msg_01JQ000000000000000000000{i}"),
+                Lane::Bulk,
+                MessageState::Queued,
+                "snd_1",
+                "ana@example.com",
+                None,
+                "Hi",
+                now,
+            );
+            insert(&store, &m, 400).await.unwrap();
+            ms.push(m);
+        }
+        let fail = |m: &MessageRecord, r: FailReason| {
+            let m = m.clone();
+            let store = &store;
+            async move {
+                transition(store, &m, Transition::Fail(r), now, |_| {})
+                    .await
+                    .unwrap()
+            }
+        };
+        let ((), tally) = tallying_failures(async {
+            fail(&ms[0], FailReason::Permanent("550".into())).await;
+            fail(&ms[1], FailReason::Permanent("no_content".into())).await;
+            fail(&ms[2], FailReason::TransientExhausted).await;
+        })
+        .await;
+        assert_eq!(
+            tally,
+            FailureTally::from([
+                ("permanent".to_string(), 2),
+                ("transient_exhausted".to_string(), 1)
+            ])
+        );
+        // Outside a scope a failure is not tallied (and nothing breaks).
+        fail(&ms[3], FailReason::UnknownOutcome).await;
+        let ((), tally) = tallying_failures(async {}).await;
+        assert!(tally.is_empty());
+    }
 }
