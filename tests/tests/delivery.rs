@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use mailpilot_runner::delivery::{Engine, QueueSettings};
 use mailpilot_runner::{DeliverySettings, Settings};
 use mailpilot_shared::adapters::local::store::{Durability, Options, RedbStore};

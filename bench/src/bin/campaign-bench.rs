@@ -137,7 +137,7 @@ async fn audience(path: &Path, n: usize) -> Result<(String, String, String)> {
             &ws,
             contacts::ContactInput {
                 email: Some(format!("reader{i}@example.com")),
-                first_name: Some(format!("Reader {i}")),
+                first_name: Some(Some(format!("Reader {i}"))),
                 ..Default::default()
             },
         )

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{Duration, Utc};
 use mailpilot_shared::adapters::aws::queue::SqsQueue;
 use mailpilot_shared::adapters::aws::store::DynamoStore;
 use mailpilot_shared::adapters::aws::table::create_table;
