@@ -162,6 +162,8 @@ fn parse_target(args: &Args) -> Result<Target> {
 
 struct Shared {
     target: Target,
+    /// When the run (warm-up included) began: the open loop's schedule starts here.
+    start: Instant,
     measure_from: Instant,
     end: Instant,
     timeout: Duration,
@@ -212,7 +214,7 @@ async fn worker(shared: Arc<Shared>, index: u64) -> Result<WorkerOut> {
     };
     let mut sender: Option<Sender> = None;
     // Open loop: this connection's j-th request is due at t0 + (j·N + index)·interval.
-    let t0 = Instant::now();
+    let t0 = shared.start;
     let mut j = 0u64;
     let mut prev_done: Option<Instant> = None;
     loop {
@@ -345,6 +347,7 @@ fn main() -> Result<()> {
         let measure_from = now + Duration::from_secs_f64(warmup);
         let shared = Arc::new(Shared {
             target,
+            start: now,
             measure_from,
             end: measure_from + Duration::from_secs_f64(args.duration),
             timeout: Duration::from_secs_f64(args.timeout),
