@@ -475,7 +475,7 @@ impl Round<'_> {
             .enumerate()
             .map(|(n, (i, _))| (events[*i].id.as_str(), n))
             .collect();
-        let mut recent: HashMap<&str, Vec<(String, i64, Option<usize>)>> = HashMap::new();
+        let mut recent: HashMap<&str, Vec<NotedClick>> = HashMap::new();
         let window = self.cfg.click_rules.burst_window.as_millis() as i64;
         let mut out = HashMap::new();
         for (n, &(i, _)) in clicks.iter().enumerate() {
@@ -519,6 +519,10 @@ impl Round<'_> {
         Ok(out)
     }
 }
+
+/// A stored `clk#` item: the link, the click's time (ms) and, when the click is one of
+/// this round's, its position among them.
+type NotedClick = (String, i64, Option<usize>);
 
 /// The items of `keys` (duplicates read once), by sort key, in batch gets of 100.
 async fn get_all(
