@@ -3,17 +3,24 @@
 //! client (or a machine) would make them, and the analytics API shows them. Also token
 //! forgery and open-redirect attempts, and the recorder's idempotency.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{Duration, Utc};
+use chrono::{Duration, SecondsFormat, Utc};
 use mailpilot_runner::{DeliverySettings, Settings};
+use mailpilot_shared::keys;
 use mailpilot_shared::model::links::{LinkKeys, LinkToken};
-use mailpilot_shared::model::tracking::{TrackEvent, TrackKind};
+use mailpilot_shared::model::tracking::{ClickClass, OpenClass, TrackEvent, TrackKind};
 use mailpilot_shared::ports::clock::{Clock, ManualClock};
+use mailpilot_shared::ports::store::{
+    BatchOp, Cond, Item, ItemExt, Key, Page, Query, Store, StoreError, StoreResult, TxAction,
+    Update,
+};
 use mailpilot_shared::usecases::senders::LOCAL_SENDER_ID;
 use mailpilot_shared::usecases::tracking::{Outcome, RecorderConfig, record_events};
+use mailpilot_shared::usecases::{analytics, messages};
 use mailpilot_tests::app::{TestApp, spawn_app_with};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
@@ -482,4 +489,197 @@ async fn redelivered_events_change_nothing() {
     assert_eq!(c["unique_human_opens"], 1, "{}", a.body);
     assert_eq!(c["human_clicks"], 1, "{}", a.body);
     assert_eq!(c["unique_human_clicks"], 1, "{}", a.body);
+}
+
+/// Passes every call to the store and notes the keys each write call writes.
+struct NotingStore {
+    inner: Arc<dyn Store>,
+    writes: Mutex<Vec<Vec<Key>>>,
+}
+
+impl NotingStore {
+    fn note(&self, keys: impl IntoIterator<Item = Key>) {
+        self.writes.lock().unwrap().push(keys.into_iter().collect());
+    }
+    fn take(&self) -> Vec<Vec<Key>> {
+        std::mem::take(&mut *self.writes.lock().unwrap())
+    }
+}
+
+fn op_key(op: &BatchOp) -> Key {
+    match op {
+        BatchOp::Put(item) => Key::of(item).unwrap(),
+        BatchOp::Delete(key) => key.clone(),
+    }
+}
+
+#[async_trait]
+impl Store for NotingStore {
+    async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, item: Item, cond: Option<Cond>) -> StoreResult<()> {
+        self.note(Key::of(&item));
+        self.inner.put(item, cond).await
+    }
+    async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> StoreResult<Item> {
+        self.note([key.clone()]);
+        self.inner.update(key, update, cond).await
+    }
+    async fn delete(&self, key: &Key, cond: Option<Cond>) -> StoreResult<Option<Item>> {
+        self.note([key.clone()]);
+        self.inner.delete(key, cond).await
+    }
+    async fn query(&self, query: Query) -> StoreResult<Page> {
+        self.inner.query(query).await
+    }
+    async fn batch_get(&self, keys: &[Key]) -> StoreResult<Vec<Item>> {
+        self.inner.batch_get(keys).await
+    }
+    async fn batch_write(&self, ops: Vec<BatchOp>) -> StoreResult<()> {
+        self.note(ops.iter().map(op_key));
+        self.inner.batch_write(ops).await
+    }
+    async fn batch_write_all(&self, ops: Vec<BatchOp>) -> StoreResult<()> {
+        self.note(ops.iter().map(op_key));
+        self.inner.batch_write_all(ops).await
+    }
+    async fn transact(&self, actions: Vec<TxAction>) -> StoreResult<()> {
+        self.note(actions.iter().filter_map(TxAction::key));
+        self.inner.transact(actions).await
+    }
+    async fn transact_seq(&self, groups: Vec<Vec<TxAction>>) -> (usize, Option<StoreError>) {
+        self.note(groups.iter().flatten().filter_map(TxAction::key));
+        self.inner.transact_seq(groups).await
+    }
+    fn writes(&self) -> u64 {
+        self.inner.writes()
+    }
+}
+
+/// One batch with several opens and clicks of the same message (and so the same contact),
+/// a machine open, a duplicate event id and an event older than the others: the counters
+/// are exact, the first marks name the first events, the contact's `last_engaged_at` is
+/// the latest human event's time, and the batch costs one batched write (the clicks'
+/// `clk#` items) and one sequence of transactions, each key written once. Again: nothing.
+#[tokio::test]
+async fn a_batch_counts_exactly_and_writes_each_key_once() {
+    let (app, _clock, cid, msgs) = sent_campaign().await;
+    let ws = app.workspace_id.clone();
+    let store = NotingStore {
+        inner: app.store.clone(),
+        writes: Mutex::new(Vec::new()),
+    };
+    let t0 = Utc::now();
+    let event = |id: &str, msg: usize, secs: i64, kind: TrackKind, ua: &str| TrackEvent {
+        id: id.into(),
+        workspace_id: ws.clone(),
+        message_id: msgs[msg].clone(),
+        at: t0 + Duration::seconds(secs),
+        kind,
+        ip: Some("198.51.100.7".parse().unwrap()),
+        user_agent: Some(ua.into()),
+    };
+    let click = |link: u32| TrackKind::Click {
+        link,
+        url: "https://example.com/a".into(),
+    };
+    let batch = vec![
+        event("evt_o1", 0, 0, TrackKind::Open, CHROME),
+        event("evt_o2", 0, 1, TrackKind::Open, CHROME),
+        event("evt_c1", 0, 2, click(0), CHROME),
+        event("evt_o1", 0, 0, TrackKind::Open, CHROME),
+        event("evt_c2", 0, 3, click(0), CHROME),
+        event("evt_m1", 0, 4, TrackKind::Open, "Mozilla/5.0"),
+        event("evt_o3", 1, 5, TrackKind::Open, CHROME),
+        event("evt_o4", 0, -60, TrackKind::Open, CHROME),
+    ];
+    let cfg = RecorderConfig::default();
+    let out = record_events(&store, &cfg, &batch).await.unwrap();
+    assert_eq!(out[3], Outcome::Duplicate, "{out:?}");
+    assert_eq!(out[5], Outcome::Open(OpenClass::MachineOpen), "{out:?}");
+    assert_eq!(out[2], Outcome::Click(ClickClass::HumanClick), "{out:?}");
+    let calls = store.take();
+    assert_eq!(
+        calls.len(),
+        2,
+        "one clk# write, one transaction sequence: {calls:?}"
+    );
+    assert_eq!(calls[0].len(), 2, "the two clicks' clk# items: {calls:?}");
+    let mut all: Vec<&Key> = calls.iter().flatten().collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a key written twice: {calls:?}");
+    // 7 id items + 2 clk# + 2 messages + 2 contacts + counters (day, run, link).
+    assert_eq!(n, 7 + 2 + 2 + 2 + 3, "{calls:?}");
+
+    let a = app.get(&format!("/v1/analytics/campaigns/{cid}")).await;
+    let c = &a.body["counts"];
+    assert_eq!(c["human_opens"], 4, "{}", a.body);
+    assert_eq!(c["unique_human_opens"], 2, "{}", a.body);
+    assert_eq!(c["machine_opens"], 1, "{}", a.body);
+    assert_eq!(c["human_clicks"], 2, "{}", a.body);
+    assert_eq!(c["unique_human_clicks"], 1, "{}", a.body);
+    assert_eq!(c["bot_clicks"], 0, "{}", a.body);
+
+    let m = app
+        .store
+        .get(&messages::key(&ws, &msgs[0]))
+        .await
+        .unwrap()
+        .unwrap();
+    let evt = |attr: &str| m.str_attr(&format!("{attr}_evt")).map(str::to_string);
+    assert_eq!(evt(analytics::first::HUMAN_OPEN).as_deref(), Some("evt_o1"));
+    assert_eq!(
+        evt(analytics::first::HUMAN_CLICK).as_deref(),
+        Some("evt_c1")
+    );
+    assert_eq!(evt(&analytics::first::link(0)).as_deref(), Some("evt_c1"));
+    let contact = m.str_attr("contact_id").unwrap().to_string();
+    let ct = app
+        .store
+        .get(&Key::new(keys::ws(&ws, keys::CONTACTS), contact))
+        .await
+        .unwrap()
+        .unwrap();
+    let latest = (t0 + Duration::seconds(3)).to_rfc3339_opts(SecondsFormat::Micros, true);
+    assert_eq!(ct.str_attr("last_engaged_at"), Some(latest.as_str()));
+
+    let again = record_events(&store, &cfg, &batch).await.unwrap();
+    assert!(again.iter().all(|o| *o == Outcome::Duplicate), "{again:?}");
+    assert!(
+        store.take().is_empty(),
+        "a redelivered batch writes nothing"
+    );
+    let b = app.get(&format!("/v1/analytics/campaigns/{cid}")).await;
+    assert_eq!(b.body["counts"], a.body["counts"]);
+}
+
+/// A scanner's burst inside one batch is classified as if the clicks were recorded one
+/// by one: the clicks before the burst is recognisable are human, the rest bots.
+#[tokio::test]
+async fn a_burst_inside_one_batch_is_classified_click_by_click() {
+    let (app, _clock, _cid, msgs) = sent_campaign().await;
+    let t0 = Utc::now();
+    let batch: Vec<TrackEvent> = (0..4)
+        .map(|i| TrackEvent {
+            id: format!("evt_burst{i}"),
+            workspace_id: app.workspace_id.clone(),
+            message_id: msgs[2].clone(),
+            at: t0 + Duration::milliseconds(100 * i64::from(i)),
+            kind: TrackKind::Click {
+                link: i,
+                url: format!("https://example.com/l{i}"),
+            },
+            ip: Some("198.51.100.7".parse().unwrap()),
+            user_agent: Some(CHROME.into()),
+        })
+        .collect();
+    let out = record_events(app.store.as_ref(), &RecorderConfig::default(), &batch)
+        .await
+        .unwrap();
+    let human = Outcome::Click(ClickClass::HumanClick);
+    let bot = Outcome::Click(ClickClass::BotClick);
+    assert_eq!(out, vec![human.clone(), human, bot.clone(), bot]);
 }

@@ -3,17 +3,35 @@
 //! same axum/tokio versions and features as the runner (`[workspace.dependencies]`),
 //! default `#[tokio::main]` multi-thread runtime as the runner's `main`.
 //!
+//! For the tracking benchmark it also has the tracking routes' shapes with nothing
+//! behind them: `GET /t/o/{token}` answers the runner's 43-byte GIF and
+//! `GET /t/c/{token}` a 302 to a fixed URL, without looking at the token.
+//!
 //! `hello [ADDR]` (default `127.0.0.1:0`); prints `listening on http://ADDR` on stderr;
 //! stops on Ctrl-C or SIGTERM.
 
 use anyhow::{Context, Result};
 use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use mailpilot_shared::http::track::PIXEL;
 use serde_json::{Value, json};
 
 async fn contact(Path(id): Path<String>) -> Json<Value> {
     Json(json!({ "id": id, "hello": "world" }))
+}
+
+async fn open(Path(_token): Path<String>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "image/gif")], &PIXEL[..])
+}
+
+async fn click(Path(_token): Path<String>) -> impl IntoResponse {
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, "https://example.com/")],
+    )
 }
 
 #[tokio::main]
@@ -25,7 +43,10 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     eprintln!("listening on http://{}", listener.local_addr()?);
-    let app = Router::new().route("/v1/contacts/{id}", get(contact));
+    let app = Router::new()
+        .route("/v1/contacts/{id}", get(contact))
+        .route("/t/o/{token}", get(open))
+        .route("/t/c/{token}", get(click));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await

@@ -414,6 +414,31 @@ pub trait Store: Send + Sync + 'static {
     /// retried inside the call with backoff until all are written.
     async fn batch_write(&self, ops: Vec<BatchOp>) -> StoreResult<()>;
 
+    /// Any number of puts and deletes (no key twice) as BatchWriteItem calls of at most 25,
+    /// in order, stopping at the first that fails (the earlier ones stay written).
+    /// DynamoDB runs one call per 25; the embedded engine writes them all in one write
+    /// transaction (one fsync), as [`Store::transact_seq`] does for transactions.
+    async fn batch_write_all(&self, ops: Vec<BatchOp>) -> StoreResult<()> {
+        let mut seen = std::collections::HashSet::new();
+        for op in &ops {
+            let key = match op {
+                BatchOp::Put(item) => Key::of(item),
+                BatchOp::Delete(key) => Some(key.clone()),
+            };
+            if let Some(k) = key
+                && !seen.insert(k.clone())
+            {
+                return Err(LimitError::DuplicateKeyInBatch { pk: k.pk, sk: k.sk }.into());
+            }
+        }
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let chunk: Vec<BatchOp> = ops.by_ref().take(limits::MAX_BATCH_WRITE).collect();
+            self.batch_write(chunk).await?;
+        }
+        Ok(())
+    }
+
     /// TransactWriteItems: all actions or none (at most 100, no key twice, 4 MB).
     async fn transact(&self, actions: Vec<TxAction>) -> StoreResult<()>;
 

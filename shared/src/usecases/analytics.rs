@@ -207,8 +207,35 @@ pub async fn record_batch(
 /// The counter writes of a batch of facts: increments summed per counter, each counter's
 /// on one random shard (the recorder puts these in its transaction).
 pub fn counter_updates(ws: &str, occurrences: &[Occurrence]) -> Vec<(Key, Update)> {
-    // sort-key prefix (without the shard) → attribute → delta; plus link URLs.
-    let mut sums: BTreeMap<String, BTreeMap<&'static str, i64>> = BTreeMap::new();
+    let (sums, urls) = sums(occurrences);
+    let pk = pk(ws);
+    let mut rng = rand::rng();
+    sums.into_iter()
+        .map(|(prefix, deltas)| {
+            let shard = rng.random_range(0..SHARDS);
+            let mut update = Update::new();
+            for (a, d) in deltas {
+                update = update.add(a, d);
+            }
+            if let Some(url) = urls.get(&prefix) {
+                update = update.set(attr::URL, crate::ports::store::val::s(url.clone()));
+            }
+            (Key::new(pk.clone(), format!("{prefix}#{shard}")), update)
+        })
+        .collect()
+}
+
+/// The counters (sort-key prefixes, without the shard) that `occurrences` touch: as
+/// many items as [`counter_updates`] writes for them.
+pub fn counter_prefixes(occurrences: &[Occurrence]) -> std::collections::BTreeSet<String> {
+    sums(occurrences).0.into_keys().collect()
+}
+
+type Sums = BTreeMap<String, BTreeMap<&'static str, i64>>;
+
+/// Sort-key prefix (without the shard) → attribute → delta; plus the links' URLs.
+fn sums(occurrences: &[Occurrence]) -> (Sums, BTreeMap<String, String>) {
+    let mut sums: Sums = BTreeMap::new();
     let mut urls: BTreeMap<String, String> = BTreeMap::new();
     for o in occurrences {
         let day = format!("day#{}", o.at.date_naive().format("%Y-%m-%d"));
@@ -227,21 +254,7 @@ pub fn counter_updates(ws: &str, occurrences: &[Occurrence]) -> Vec<(Key, Update
             }
         }
     }
-    let pk = pk(ws);
-    let mut rng = rand::rng();
-    sums.into_iter()
-        .map(|(prefix, deltas)| {
-            let shard = rng.random_range(0..SHARDS);
-            let mut update = Update::new();
-            for (a, d) in deltas {
-                update = update.add(a, d);
-            }
-            if let Some(url) = urls.get(&prefix) {
-                update = update.set(attr::URL, crate::ports::store::val::s(url.clone()));
-            }
-            (Key::new(pk.clone(), format!("{prefix}#{shard}")), update)
-        })
-        .collect()
+    (sums, urls)
 }
 
 /// The campaign run of a message, from its tags.
