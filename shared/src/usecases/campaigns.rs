@@ -1710,7 +1710,9 @@ pub async fn note_transition(store: &dyn Store, prev: &MessageRecord, next: &Mes
 pub async fn counting<F: std::future::Future>(store: &dyn Store, f: F) -> F::Output {
     let (out, tally) = TALLY
         .scope(RefCell::new(Tally::new()), async {
-            let out = super::analytics::batching(store, f).await;
+            // Boxed: a sender batch's future is large, and nested scopes would hold it
+            // on the caller's stack (a stack overflow in a test thread).
+            let out = super::analytics::batching(store, Box::pin(f)).await;
             let tally = TALLY.with(|t| std::mem::take(&mut *t.borrow_mut()));
             (out, tally)
         })
