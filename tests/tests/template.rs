@@ -680,13 +680,13 @@ fn campaign_planning_has_its_queue_dlq_scheduler_role_and_a_deliberate_loop() {
         ev["FunctionResponseTypes"],
         json!(["ReportBatchItemFailures"])
     );
+    // SQS: send only, to the planning queue (the next page) and the bulk send queue
+    // (planned messages due at once), nothing else.
+    let mut sqs_targets = vec![];
     for (actions, resources) in statements(f) {
         if actions.iter().any(|a| a.starts_with("sqs:")) {
             assert_eq!(actions, vec!["sqs:SendMessage"]);
-            assert_eq!(
-                resources,
-                vec![json!({ "Fn::GetAtt": "PlanningQueue.Arn" })]
-            );
+            sqs_targets.extend(resources);
         } else if actions.iter().any(|a| a.starts_with("scheduler:")) {
             assert_eq!(actions, vec!["scheduler:DeleteSchedule"]);
             assert_eq!(resources, vec![campaign_schedules()]);
@@ -699,6 +699,14 @@ fn campaign_planning_has_its_queue_dlq_scheduler_role_and_a_deliberate_loop() {
             );
         }
     }
+    sqs_targets.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        sqs_targets,
+        vec![
+            json!({ "Fn::GetAtt": "PlanningQueue.Arn" }),
+            json!({ "Fn::GetAtt": "SendQueue.Arn" }),
+        ]
+    );
     // Scheduler assumes a role that may only send to the planning queue.
     let role = &r["CampaignSchedulerRole"]["Properties"];
     let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
