@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use async_trait::async_trait;
 use clap::Parser;
+use mailpilot_bench::{NullProvider, cpu_secs, loadavg};
 use mailpilot_runner::{DeliverySettings, Settings};
 use mailpilot_shared::adapters::local::store::{Durability, Options, RedbStore};
 use mailpilot_shared::mime::Mailbox;
-use mailpilot_shared::ports::provider::{Accepted, OutgoingMessage, Provider, SendError};
+use mailpilot_shared::ports::provider::Provider;
 use mailpilot_shared::ports::store::Store;
 use mailpilot_shared::usecases::send::{Route, StaticDirectory};
 use mailpilot_shared::usecases::{contacts, lists, workspaces};
@@ -51,54 +51,6 @@ struct Args {
     /// Give up on a case after this many seconds.
     #[arg(long, default_value_t = 3600)]
     timeout_secs: u64,
-}
-
-/// Accepts every message at once (the engine's own cost, no provider).
-struct NullProvider;
-
-#[async_trait]
-impl Provider for NullProvider {
-    fn kind(&self) -> &'static str {
-        "null"
-    }
-    fn needs_message_pointer(&self) -> bool {
-        false
-    }
-    async fn send(&self, m: &OutgoingMessage) -> Result<Accepted, SendError> {
-        Ok(Accepted {
-            provider_message_id: format!("null-{}", m.idempotency_key),
-        })
-    }
-    async fn verify(&self) -> Result<(), SendError> {
-        Ok(())
-    }
-}
-
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime: fields 14 and 15 of the line (11 and 12 after the ")").
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The audience, written without fsync (set-up): returns (api key, list id).

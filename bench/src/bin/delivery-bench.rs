@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use mailpilot_bench::{NullProvider, cpu_secs};
 use mailpilot_runner::{DeliverySettings, Settings};
 use mailpilot_shared::adapters::local::queue::{LocalQueue, QueueOptions};
 use mailpilot_shared::adapters::local::store::{Durability, Options, RedbStore};
@@ -57,26 +58,6 @@ struct Args {
     /// Also run the backlog case without the dedicated high-priority worker (baseline).
     #[arg(long, default_value_t = true)]
     baseline: bool,
-}
-
-struct NullProvider;
-
-#[async_trait]
-impl Provider for NullProvider {
-    fn kind(&self) -> &'static str {
-        "null"
-    }
-    fn needs_message_pointer(&self) -> bool {
-        false
-    }
-    async fn send(&self, m: &OutgoingMessage) -> Result<Accepted, SendError> {
-        Ok(Accepted {
-            provider_message_id: format!("null-{}", m.idempotency_key),
-        })
-    }
-    async fn verify(&self) -> Result<(), SendError> {
-        Ok(())
-    }
 }
 
 /// Counts billed DynamoDB write units of what passes through.
@@ -161,24 +142,6 @@ impl<S: Store> Store for Billed<S> {
     fn writes(&self) -> u64 {
         self.inner.writes()
     }
-}
-
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line (11 and 12 after the ")").
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// The null provider, but its events would need the provider-id pointer (as SES

@@ -16,12 +16,15 @@
 //!
 //! Sizes: the fixture has 8 articles, each starting at an `<!-- article -->` marker;
 //! `--articles N` cuts or repeats them (2 ≈ 10 KB, 8 = the 40 KB fixture, 20 ≈ 98 KB;
-//! more articles also means more links). Prints a markdown table.
+//! more articles also means more links). Rates are per CPU second of this process
+//! (one thread), so a busy machine slows them less than wall time would. Prints a
+//! markdown table; `--only TEXT` runs just the cases whose name contains TEXT.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use mailpilot_bench::{cpu_secs, loadavg};
 use mailpilot_shared::mime::{self, Mailbox, MessageParts};
 use mailpilot_shared::model::links::LinkKeys;
 use mailpilot_shared::render::{self, ComponentDef, Format, ParamDef, ParamType, Source};
@@ -38,6 +41,9 @@ struct Args {
     /// Article counts to measure (the fixture has 8: about 40 KB).
     #[arg(long, value_delimiter = ',', default_values_t = vec![2, 8, 20])]
     articles: Vec<usize>,
+    /// Measure only the cases whose name contains this (the baseline always runs).
+    #[arg(long)]
+    only: Option<String>,
     /// Path to the fixture directory.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
     fixtures: String,
@@ -109,7 +115,10 @@ fn vars(i: u64) -> Map<String, Json> {
 }
 
 /// Runs `f` for `secs` seconds after a warm-up; returns calls per second.
-fn rate(secs: u64, mut f: impl FnMut(u64) -> usize) -> (f64, usize) {
+/// Runs `f` for `secs` seconds after a one-second warm-up. Returns renders per CPU
+/// second of this (single-threaded) process, so that a shared machine slows the figure
+/// less than wall time would, and the size of the last output.
+fn rate(secs: u64, f: &mut dyn FnMut(u64) -> usize) -> (f64, usize) {
     let warm = Instant::now();
     let mut i = 0;
     while warm.elapsed() < Duration::from_secs(1) {
@@ -117,6 +126,7 @@ fn rate(secs: u64, mut f: impl FnMut(u64) -> usize) -> (f64, usize) {
         i += 1;
     }
     let started = Instant::now();
+    let cpu = cpu_secs();
     let mut n = 0u64;
     let mut bytes = 0;
     while started.elapsed() < Duration::from_secs(secs) {
@@ -125,7 +135,7 @@ fn rate(secs: u64, mut f: impl FnMut(u64) -> usize) -> (f64, usize) {
             n += 1;
         }
     }
-    (n as f64 / started.elapsed().as_secs_f64(), bytes)
+    (n as f64 / (cpu_secs() - cpu).max(0.01), bytes)
 }
 
 fn main() -> Result<()> {
@@ -134,8 +144,9 @@ fn main() -> Result<()> {
     let defs = components(&args.fixtures)?;
     let lookup = |name: &str| defs.iter().find(|d| d.name == name).cloned();
     let keys = LinkKeys::parse("k1:0123456789abcdef0123456789abcdef-bench")?;
+    println!("load average before: {}", loadavg());
     println!(
-        "| articles | HTML template | links tracked | case | per second (1 core) | µs each | output bytes | vs bare |"
+        "| articles | HTML template | links tracked | case | per CPU second (1 core) | µs CPU each | output bytes | vs bare |"
     );
     println!("|---:|---:|---:|---|---:|---:|---:|---:|");
     for &n in &args.articles {
@@ -252,46 +263,36 @@ fn main() -> Result<()> {
                 .expect("signs")
                 .len()
         };
-        let (bare_rate, bare_bytes) = rate(args.secs, |i| {
+        let (bare_rate, bare_bytes) = rate(args.secs, &mut |i| {
             bare.render("t", &Json::Object(vars(i)))
                 .expect("renders")
                 .len()
         });
-        let cases: Vec<(&str, f64, usize)> = vec![
-            {
-                let (r, b) = rate(args.secs, full(true, true));
-                ("full (tracking, signing, MIME)", r, b)
-            },
-            {
-                let (r, b) = rate(args.secs, full(false, true));
-                ("no tracking (MIME)", r, b)
-            },
-            {
-                let (r, b) = rate(args.secs, full(true, false));
-                ("stage: render with tracking, no MIME", r, b)
-            },
-            {
-                let (r, b) = rate(args.secs, full(false, false));
-                ("stage: render, no tracking, no MIME", r, b)
-            },
-            {
-                let (r, b) = rate(args.secs, sign_only);
-                ("stage: sign the tokens only", r, b)
-            },
-            {
-                let (r, b) = rate(args.secs, mime_only);
-                ("stage: MIME build only", r, b)
-            },
-            {
-                let (r, b) = rate(args.secs, mime_lettre);
-                (
-                    "stage: MIME build only, lettre's body encoding (before)",
-                    r,
-                    b,
-                )
-            },
-            ("bare handlebars (baseline)", bare_rate, bare_bytes),
-        ];
+        let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+        let mut cases: Vec<(&str, f64, usize)> = Vec::new();
+        let mut case = |name: &'static str, f: &mut dyn FnMut(u64) -> usize| {
+            if wanted(name) {
+                let (r, b) = rate(args.secs, f);
+                cases.push((name, r, b));
+            }
+        };
+        case("full (tracking, signing, MIME)", &mut full(true, true));
+        case("no tracking (MIME)", &mut full(false, true));
+        case(
+            "stage: render with tracking, no MIME",
+            &mut full(true, false),
+        );
+        case(
+            "stage: render, no tracking, no MIME",
+            &mut full(false, false),
+        );
+        case("stage: sign the tokens only", &mut { sign_only });
+        case("stage: MIME build only", &mut { mime_only });
+        case(
+            "stage: MIME build only, lettre's body encoding (before)",
+            &mut { mime_lettre },
+        );
+        cases.push(("bare handlebars (baseline)", bare_rate, bare_bytes));
         for (name, r, bytes) in cases {
             println!(
                 "| {n} | {:.1} KB | {tracked} | {name} | {:.0} | {:.1} | {bytes} | {:.0}% |",
@@ -302,5 +303,6 @@ fn main() -> Result<()> {
             );
         }
     }
+    println!("load average after: {}", loadavg());
     Ok(())
 }
