@@ -11,6 +11,7 @@ pub mod imports;
 pub mod jobs;
 pub mod lists;
 pub mod messages;
+pub mod minute_index;
 pub mod planner;
 pub mod provider_events;
 pub mod providers;

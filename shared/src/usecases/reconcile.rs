@@ -6,7 +6,7 @@
 //! transition), so a fact seen twice (webhook + poll, or two polls) changes nothing the
 //! second time.
 //!
-//! The poll index works like the due index (`usecases::dispatch`): entries in the base
+//! The poll index is a [`MinuteIndex`] like the due index (`usecases::dispatch`): entries in the base
 //! table under `poll#<epoch minute>#<shard>` ([`POLL_SHARDS`] shards by a hash of the
 //! message id), sort key `<workspace>#<message>`, read with strong consistency from a
 //! checkpoint of their own (`poll#checkpoint`: `accept_from`, `next`, shard, cursor), so
@@ -30,17 +30,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::dispatch::{Checkpoint, minute_of};
 use super::messages::{self, MessageRecord};
+use super::minute_index::{Checkpoint, MinuteIndex, minute_of};
 use super::provider_events::{self, EventConfig, Origin, Recorded};
 use super::providers::{self, Providers, StoredSettings};
 use crate::error::{AppError, AppResult};
 use crate::model::message::{FailReason, MessageState};
 use crate::ports::clock::Clock;
 use crate::ports::provider::{DeliveryStatus, Provider, SendError};
-use crate::ports::store::{
-    Cond, Item, ItemExt, Key, Query, Store, StoreError, TTL, TxAction, Update, val,
-};
+use crate::ports::store::{Item, ItemExt, Store, TxAction, val};
 use crate::webhooks::events::{BounceClass, EventKind, ProviderEvent};
 
 /// Partitions per poll minute (polls are at most a connection's send rate per minute).
@@ -49,29 +47,23 @@ pub const POLL_SHARDS: u32 = 8;
 pub const POLL_AFTER: [i64; 7] = [60, 10 * 60, 3600, 6 * 3600, 24 * 3600, 48 * 3600, 72 * 3600];
 /// Retries after throttling or transient errors stop this long after the send.
 const GIVE_UP_AFTER_SECS: i64 = 96 * 3600;
-/// Poll entries are kept this long after their minute (then TTL removes them).
-const POLL_TTL_DAYS: i64 = 7;
-/// Entries read per query page.
-const PAGE: usize = 100;
 
-const CHECKPOINT_PK: &str = "poll#checkpoint";
-const CHECKPOINT_SK: &str = "checkpoint";
-
-fn checkpoint_key() -> Key {
-    Key::new(CHECKPOINT_PK, CHECKPOINT_SK)
-}
-
-fn minute_start(m: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(m * 60, 0).unwrap_or_default()
-}
+/// The poll index.
+pub const POLLS: MinuteIndex = MinuteIndex {
+    prefix: "poll",
+    checkpoint_pk: "poll#checkpoint",
+    shards: POLL_SHARDS,
+    ttl_days: 7,
+    page: 100,
+};
 
 /// The shard of a message's poll entries.
 pub fn shard_of(message_id: &str) -> u32 {
-    super::dispatch::shard_of(message_id) % POLL_SHARDS
+    POLLS.shard_of(message_id)
 }
 
 pub fn poll_pk(minute: i64, shard: u32) -> String {
-    format!("poll#{minute}#{shard}")
+    POLLS.pk(minute, shard)
 }
 
 /// One entry of the poll index: poll message `msg` of workspace `ws`, sent through
@@ -107,19 +99,11 @@ impl PollEntry {
     }
 
     fn item(&self, minute: i64) -> Item {
-        let mut item = Item::new();
-        item.insert("pk".into(), val::s(poll_pk(minute, shard_of(&self.msg))));
-        item.insert("sk".into(), val::s(format!("{}#{}", self.ws, self.msg)));
-        item.insert("ws".into(), val::s(&self.ws));
-        item.insert("msg".into(), val::s(&self.msg));
+        let mut item = POLLS.entry(minute, &self.ws, &self.msg);
         item.insert("conn".into(), val::s(&self.conn));
         item.insert("pid".into(), val::s(&self.pid));
         item.insert("n".into(), val::n(self.n as i64));
         item.insert("sent".into(), val::n(self.sent.timestamp()));
-        item.insert(
-            TTL.into(),
-            val::n((minute_start(minute) + Duration::days(POLL_TTL_DAYS)).timestamp()),
-        );
         item
     }
 
@@ -137,49 +121,15 @@ impl PollEntry {
 
 /// Reads the poll checkpoint, creating it at the current minute on first use.
 pub async fn checkpoint(store: &dyn Store, now: DateTime<Utc>) -> AppResult<Checkpoint> {
-    if let Some(item) = store.get(&checkpoint_key()).await? {
-        return super::from_item(item);
-    }
-    let cp = Checkpoint {
-        accept_from: minute_of(now),
-        next: minute_of(now),
-        shard: 0,
-        cursor: None,
-    };
-    match store
-        .put(
-            super::to_item(CHECKPOINT_PK, CHECKPOINT_SK, &cp)?,
-            Some(Cond::ItemNotExists),
-        )
-        .await
-    {
-        Ok(()) => Ok(cp),
-        Err(StoreError::ConditionFailed) => {
-            let item = store
-                .get(&checkpoint_key())
-                .await?
-                .ok_or_else(|| AppError::internal("the poll checkpoint vanished"))?;
-            super::from_item(item)
-        }
-        Err(e) => Err(e.into()),
-    }
+    POLLS.checkpoint(store, now).await
 }
 
 /// The transaction actions that file a poll entry (with `sent`): the entry at its due
 /// minute (never below `accept_from`), and a check that the poller has not closed that
 /// minute. Cancelled → read the checkpoint again and retry.
 pub fn file_actions(e: &PollEntry, cp: &Checkpoint) -> Vec<TxAction> {
-    let minute = minute_of(e.due()).max(cp.accept_from);
-    vec![
-        TxAction::Put {
-            item: e.item(minute),
-            cond: None,
-        },
-        TxAction::Check {
-            key: checkpoint_key(),
-            cond: Cond::le("accept_from", val::n(minute)),
-        },
-    ]
+    let minute = cp.clamp(e.due());
+    POLLS.file(e.item(minute), minute)
 }
 
 /// What a poller run did.
@@ -219,100 +169,41 @@ pub async fn run(deps: &ReconcileDeps<'_>, max_items: u64) -> AppResult<Reconcil
 }
 
 async fn run_counted(deps: &ReconcileDeps<'_>, max_items: u64) -> AppResult<ReconcileReport> {
-    let store = deps.store;
-    let report = ReconcileReport::default();
-    let now_minute = minute_of(deps.clock.now());
-    let mut cp = checkpoint(store, deps.clock.now()).await?;
-    if cp.next >= now_minute {
-        return Ok(report);
-    }
-    // Close every passed minute to writers before reading any of them.
-    if cp.accept_from < now_minute {
-        let updated = store
-            .update(
-                &checkpoint_key(),
-                Update::new().set("accept_from", val::n(now_minute)),
-                Some(Cond::eq("accept_from", val::n(cp.accept_from))),
-            )
-            .await;
-        match updated {
-            Ok(_) => cp.accept_from = now_minute,
-            Err(StoreError::ConditionFailed) => return Ok(report), // another run is on it
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let Some(mut scan) = POLLS.scan(deps.store, deps.clock.now(), max_items).await? else {
+        return Ok(ReconcileReport::default());
+    };
     let mut run = Run {
         deps,
-        accept_from: cp.accept_from,
+        accept_from: scan.accept_from(),
         held: HashMap::new(),
         connections: HashMap::new(),
-        report,
+        report: ReconcileReport::default(),
     };
-    while cp.next < now_minute {
-        while cp.shard < POLL_SHARDS {
-            loop {
-                let page = store
-                    .query(
-                        Query::partition(poll_pk(cp.next, cp.shard))
-                            .limit(PAGE)
-                            .cursor(cp.cursor.clone()),
-                    )
-                    .await?;
-                run.report.queries += 1;
-                run.report.items_read += page.items.len() as u64;
-                for item in &page.items {
-                    let Some(e) = PollEntry::parse(item) else {
-                        run.report.dropped += 1;
-                        continue;
-                    };
-                    // One entry's trouble (a connection whose key does not open, a store
-                    // hiccup) puts that poll off; if even that fails, the run stops here
-                    // and the next one resumes from the saved page.
-                    if let Err(err) = run.poll(&e).await {
-                        tracing::warn!(error = %err, msg = %e.msg, "a poll failed; put off");
-                        let later = deps.clock.now() + Duration::seconds(60);
-                        run.put_off(&e, later).await?;
-                    }
-                }
-                cp.cursor = page.cursor;
-                if cp.cursor.is_none() {
-                    break;
-                }
-                save(store, &cp).await?;
-                if run.report.items_read >= max_items {
-                    return Ok(run.report);
-                }
+    while let Some(items) = scan.next_page().await? {
+        for item in &items {
+            let Some(e) = PollEntry::parse(item) else {
+                run.report.dropped += 1;
+                continue;
+            };
+            // One entry's trouble (a connection whose key does not open, a store
+            // hiccup) puts that poll off; if even that fails, the run stops here and
+            // the next one resumes from the saved page.
+            if let Err(err) = run.poll(&e).await {
+                tracing::warn!(error = %err, msg = %e.msg, "a poll failed; put off");
+                let later = deps.clock.now() + Duration::seconds(60);
+                run.put_off(&e, later).await?;
             }
-            cp.shard += 1;
-        }
-        cp.next += 1;
-        cp.shard = 0;
-        cp.cursor = None;
-        run.report.minutes += 1;
-        save(store, &cp).await?;
-        if run.report.items_read >= max_items {
-            break;
         }
     }
+    run.report.minutes = scan.minutes;
+    run.report.queries = scan.queries;
+    run.report.items_read = scan.items_read;
     Ok(run.report)
-}
-
-async fn save(store: &dyn Store, cp: &Checkpoint) -> AppResult<()> {
-    let mut update = Update::new()
-        .set("next", val::n(cp.next))
-        .set("shard", val::n(i64::from(cp.shard)));
-    update = match &cp.cursor {
-        Some(c) => update.set("cursor", val::s(c)),
-        None => update.remove("cursor"),
-    };
-    store.update(&checkpoint_key(), update, None).await?;
-    Ok(())
 }
 
 /// When the next poll may be due: the start of the minute after the checkpoint's `next`.
 pub async fn next_run_at(store: &dyn Store, now: DateTime<Utc>) -> AppResult<DateTime<Utc>> {
-    let cp = checkpoint(store, now).await?;
-    Ok(minute_start(cp.next + 1))
+    POLLS.next_run_at(store, now).await
 }
 
 struct Run<'a, 'd> {
