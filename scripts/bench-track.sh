@@ -118,35 +118,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Waits (bounded) until FILE has a line matching REGEX; prints the first match.
-wait_for() {
-  local file="$1" regex="$2" pid="$3"
-  for _ in $(seq 1 1200); do
-    if grep -qE "$regex" "$file" 2>/dev/null; then
-      grep -oE "$regex" "$file" | head -n1
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || {
-      cat "$file" >&2
-      die "the server exited before it was ready"
-    }
-    sleep 0.1
-  done
-  cat "$file" >&2
-  die "timed out waiting for /$regex/ in $file"
-}
-
 log "machine"
 {
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "nproc: $(nproc)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
-  echo "kernel: $(uname -srm)"
-  echo "rustc: $(rustc --version)"
+  machine_info
   echo "wrk: $(wrk -v 2>&1 | head -n1)"
   echo "profile: $PROFILE"
-  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/machine.txt"
 
 if [ "$BUILD" = 1 ]; then
@@ -190,7 +166,7 @@ done
 log "starting hello (bare axum)"
 "$BIN/hello" 127.0.0.1:0 >"$WORK/hello.out" 2>"$WORK/hello.log" &
 HELLO_PID=$!
-HELLO_URL="$(wait_for "$WORK/hello.log" 'http://127\.0\.0\.1:[0-9]+' "$HELLO_PID")"
+HELLO_URL="$(wait_for "$WORK/hello.log" 'http://127\.0\.0\.1:[0-9]+' "$HELLO_PID" 1200)"
 
 start_runner() {
   RUNS=$((RUNS + 1))
@@ -198,7 +174,7 @@ start_runner() {
   MAILPILOT_ADDR=127.0.0.1:0 MAILPILOT_DATA="$DATA" MAILPILOT_KEY_RATE=0 \
     "$BIN/mailpilot" serve >"$WORK/runner-$RUNS.out" 2>"$logf" &
   RUNNER_PID=$!
-  RUNNER_URL="$(wait_for "$logf" 'http://127\.0\.0\.1:[0-9]+' "$RUNNER_PID")"
+  RUNNER_URL="$(wait_for "$logf" 'http://127\.0\.0\.1:[0-9]+' "$RUNNER_PID" 1200)"
 }
 
 # Stops the runner: SIGTERM (it stops accepting and drains the recorder), SIGKILL after

@@ -53,33 +53,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Waits (bounded) until FILE has a line matching REGEX; prints the first match.
-wait_for() {
-  local file="$1" regex="$2" pid="$3"
-  for _ in $(seq 1 300); do
-    if grep -qE "$regex" "$file" 2>/dev/null; then
-      grep -oE "$regex" "$file" | head -n1
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || {
-      cat "$file" >&2
-      die "the server exited before it was ready"
-    }
-    sleep 0.1
-  done
-  cat "$file" >&2
-  die "timed out waiting for /$regex/ in $file"
-}
-
 log "machine"
 {
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "nproc: $(nproc)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
-  echo "kernel: $(uname -srm)"
-  echo "rustc: $(rustc --version)"
-  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  machine_info
 } | tee "$OUT/machine.txt"
 
 log "cargo build --release -p mailpilot-bench -p mailpilot-runner"

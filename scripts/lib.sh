@@ -113,3 +113,34 @@ cargo_target_dir() {
   cargo metadata --format-version 1 --no-deps |
     "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
 }
+
+# Waits (bounded: TRIES tenths of a second, default 300) until FILE has a line matching
+# REGEX, while PID lives; prints the first match.
+wait_for() {
+  local file="$1" regex="$2" pid="$3" tries="${4:-300}"
+  for _ in $(seq 1 "$tries"); do
+    if grep -qE "$regex" "$file" 2>/dev/null; then
+      grep -oE "$regex" "$file" | head -n1
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || {
+      cat "$file" >&2
+      die "the server exited before it was ready"
+    }
+    sleep 0.1
+  done
+  cat "$file" >&2
+  die "timed out waiting for /$regex/ in $file"
+}
+
+# The machine a benchmark ran on (date, CPUs, memory, kernel, rustc, load average), one
+# "key: value" a line; a benchmark adds its own lines after it.
+machine_info() {
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "nproc: $(nproc)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
+  echo "kernel: $(uname -srm)"
+  echo "rustc: $(rustc --version)"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
