@@ -174,4 +174,30 @@ impl TestApp {
         }
         panic!("job {job_id} did not complete");
     }
+
+    /// Creates a campaign from `body`, launches it and waits (bounded) until the
+    /// runner's planning worker has planned it; returns its id.
+    pub async fn launch_campaign(&self, body: Value) -> String {
+        let c = self.post("/v1/campaigns", body).await;
+        assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+        let id = c.body["id"].as_str().unwrap().to_string();
+        let l = self
+            .post(&format!("/v1/campaigns/{id}/launch"), json!({}))
+            .await;
+        assert_eq!(l.status, StatusCode::ACCEPTED, "{}", l.body);
+        self.wait_planned(&id).await;
+        id
+    }
+
+    /// Waits (bounded) until the campaign's first run is planned.
+    pub async fn wait_planned(&self, id: &str) {
+        for _ in 0..500 {
+            let s = self.get(&format!("/v1/campaigns/{id}")).await;
+            if s.body["runs"][0]["planning_done"] == true {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("campaign {id} was not planned");
+    }
 }

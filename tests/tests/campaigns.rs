@@ -998,16 +998,7 @@ async fn a_campaign_goes_from_lists_to_the_outbox_through_the_runner_over_http()
     assert_eq!(e.status, StatusCode::CONFLICT, "{}", e.body);
 
     // The runner's planning worker plans in the background.
-    let mut planned = false;
-    for _ in 0..500 {
-        let s = app.get(&format!("/v1/campaigns/{id}")).await;
-        if s.body["runs"][0]["planning_done"] == true {
-            planned = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(planned, "planning finished");
+    app.wait_planned(&id).await;
     app.engine()
         .drain(Some(clock.now() + Duration::minutes(5)))
         .await
@@ -1190,16 +1181,7 @@ async fn a_template_campaign_pins_its_version_and_renders_per_recipient() {
         .await;
     assert_eq!(v2.status, StatusCode::OK, "{}", v2.body);
 
-    let mut planned = false;
-    for _ in 0..500 {
-        let s = app.get(&format!("/v1/campaigns/{id}")).await;
-        if s.body["runs"][0]["planning_done"] == true {
-            planned = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(planned, "planning finished");
+    app.wait_planned(&id).await;
     app.engine()
         .drain(Some(clock.now() + Duration::minutes(5)))
         .await

@@ -170,31 +170,13 @@ impl World {
 
     /// Creates and launches a campaign to the list; waits for planning; optionally sends.
     async fn campaign(&self, send: bool) -> String {
-        let c = self
+        let id = self
             .app
-            .post(
-                "/v1/campaigns",
+            .launch_campaign(
                 json!({"name": "Weekly", "sender_id": self.sender, "list_ids": [self.list],
                        "subject": "This week", "text": "News", "html": "<p>News</p>"}),
             )
             .await;
-        assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
-        let id = c.body["id"].as_str().unwrap().to_string();
-        let l = self
-            .app
-            .post(&format!("/v1/campaigns/{id}/launch"), json!({}))
-            .await;
-        assert_eq!(l.status, StatusCode::ACCEPTED, "{}", l.body);
-        let mut planned = false;
-        for _ in 0..500 {
-            let s = self.app.get(&format!("/v1/campaigns/{id}")).await;
-            if s.body["runs"][0]["planning_done"] == true {
-                planned = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert!(planned, "planning finished");
         if send {
             self.app
                 .engine()
