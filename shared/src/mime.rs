@@ -378,6 +378,13 @@ mod body {
             }
         }
 
+        /// A hard line break (CRLF), after escaping a space or tab that would end the line.
+        fn line_break(&mut self) {
+            self.trailing_space();
+            self.out.extend_from_slice(b"\r\n");
+            self.on_line = 0;
+        }
+
         fn trailing_space(&mut self) {
             let enc: &[u8] = match self.out.last() {
                 Some(b' ') => b"=20",
@@ -506,9 +513,7 @@ mod body {
             if was_cr {
                 was_cr = false;
                 if c == b'\n' {
-                    q.trailing_space();
-                    q.out.extend_from_slice(b"\r\n");
-                    q.on_line = 0;
+                    q.line_break();
                     i += 1;
                     continue;
                 }
@@ -521,9 +526,7 @@ mod body {
             }
             if c == b'\n' {
                 // A bare LF: what `crlf` turns into CRLF, so a line break.
-                q.trailing_space();
-                q.out.extend_from_slice(b"\r\n");
-                q.on_line = 0;
+                q.line_break();
                 i += 1;
                 continue;
             }
