@@ -701,26 +701,28 @@ fn prepare_transaction(actions: Vec<TxAction>) -> StoreResult<(Vec<Prepared>, u6
 /// Applies one transaction inside a write transaction: every condition is checked and
 /// every new item computed before anything is written, so a failure writes nothing.
 fn apply_transaction(w: &mut Writer<'_>, prepared: Vec<Prepared>) -> StoreResult<()> {
+    // (old item, whether it is live); the old item is cloned only for an update.
     let mut olds = Vec::with_capacity(prepared.len());
     let mut failed = vec![false; prepared.len()];
     for (i, p) in prepared.iter().enumerate() {
         let old = w.load(p.key())?;
-        let current = live(old.clone(), w.now_secs);
+        let is_live = old.as_ref().is_some_and(|o| !expired(o, w.now_secs));
         if let Some(c) = p.cond()
-            && !eval(c, current.as_ref())
+            && !eval(c, old.as_ref().filter(|_| is_live))
         {
             failed[i] = true;
         }
-        olds.push((old, current));
+        olds.push((old, is_live));
     }
     if failed.iter().any(|f| *f) {
         return Err(StoreError::TransactionCanceled { failed });
     }
     let mut changes = Vec::with_capacity(prepared.len());
-    for (p, (old, current)) in prepared.into_iter().zip(olds) {
+    for (p, (old, is_live)) in prepared.into_iter().zip(olds) {
         match p {
             Prepared::Put(key, item, _) => changes.push((key, old, Some(item))),
             Prepared::Update(key, update, _) => {
+                let current = old.clone().filter(|_| is_live);
                 let (_, new) = validate_item(apply_update(&key, current, &update)?)?;
                 check_item_size(&new)?;
                 changes.push((key, old, Some(new)));
