@@ -72,6 +72,9 @@ for n in $SIZES; do
 done
 
 now() { date +%s.%N; }
+# The runner's own CPU time so far (utime + stime, in clock ticks): on a shared machine
+# the wall time includes waiting for a CPU, this does not.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 secs_since() { echo "$(now) - $1" | bc -l; }
 
 for n in $SIZES; do
@@ -106,6 +109,7 @@ SQL
   wait_http "$base/health" 60 "$RUNNER_PID" || die "the runner did not start"
   id=$(curl -sf -X POST "$base/v1/imports" -H "Authorization: Bearer $key" \
     -H 'Content-Type: application/json' -d '{}' | jq -r .id)
+  cpu0=$(cpu_ticks "$RUNNER_PID")
   t0=$(now)
   curl -sf -X PUT "$base/v1/imports/$id/file" -H "Authorization: Bearer $key" \
     --data-binary "@$file" -o /dev/null
@@ -131,6 +135,7 @@ SQL
   printf '  done %6.1fs: %s\n' "$total_secs" \
     "$(jq -c '{status, rows_read, created, updated, failed, skipped}' <<<"$state")" >&2
   rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$RUNNER_PID/status")
+  cpu_secs=$(echo "($(cpu_ticks "$RUNNER_PID") - $cpu0) / $(getconf CLK_TCK)" | bc -l)
   sleep 0.3
   writes=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/runner-$n.log" | grep -o 'item_writes=[0-9]*' | tail -n 1 | cut -d= -f2)
   writes=${writes:-0}
@@ -140,11 +145,12 @@ SQL
   jq -n --argjson n "$n" --argjson bytes "$bytes" --argjson parse "$parse" \
     --argjson sqlite_secs "$sqlite_secs" --argjson sqlite_rows "$sqlite_rows" \
     --argjson upload_secs "$upload_secs" --argjson total_secs "$total_secs" \
-    --argjson rss_kb "$rss_kb" --argjson writes "$writes" --argjson state "$state" \
+    --argjson rss_kb "$rss_kb" --argjson cpu_secs "$cpu_secs" --argjson writes "$writes" --argjson state "$state" \
     --argjson load_before "$load_before" --argjson load_after "$(cut -d' ' -f1 /proc/loadavg)" \
     '{rows: $n, bytes: $bytes, parse_secs: $parse.secs, sqlite_secs: $sqlite_secs,
       sqlite_rows: $sqlite_rows, upload_secs: $upload_secs, total_secs: $total_secs,
-      rows_per_sec: ($n / $total_secs), peak_rss_mb: ($rss_kb / 1024),
+      rows_per_sec: ($n / $total_secs), cpu_secs: $cpu_secs,
+      cpu_us_per_row: ($cpu_secs * 1000000 / $n), peak_rss_mb: ($rss_kb / 1024),
       item_writes: $writes, writes_per_row: ($writes / $n),
       vs_sqlite: ($total_secs / $sqlite_secs),
       load_before: $load_before, load_after: $load_after,
@@ -154,9 +160,9 @@ done
 
 log "summary"
 cat "$WORK/machine.log"
-printf '| rows | file | csv parse only | sqlite3 .import | runner: upload | runner: upload + import | rows/s | × sqlite | item writes/row | peak RSS | load avg before / after |\n'
-printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
+printf '| rows | file | csv parse only | sqlite3 .import | runner: upload | runner: upload + import | rows/s | × sqlite | runner CPU | µs CPU/row | item writes/row | peak RSS | load avg before / after |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
 for n in $SIZES; do
-  jq -r '"| \(.rows) | \(.bytes/1048576*10|round/10) MB | \(.parse_secs*100|round/100) s | \(.sqlite_secs*100|round/100) s | \(.upload_secs*100|round/100) s | \(.total_secs*100|round/100) s | \(.rows_per_sec|round) | \(.vs_sqlite*10|round/10) | \(.writes_per_row*100|round/100) | \(.peak_rss_mb|round) MB | \(.load_before) / \(.load_after) |"' \
+  jq -r '"| \(.rows) | \(.bytes/1048576*10|round/10) MB | \(.parse_secs*100|round/100) s | \(.sqlite_secs*100|round/100) s | \(.upload_secs*100|round/100) s | \(.total_secs*100|round/100) s | \(.rows_per_sec|round) | \(.vs_sqlite*10|round/10) | \(.cpu_secs*10|round/10) s | \(.cpu_us_per_row*10|round/10) | \(.writes_per_row*100|round/100) | \(.peak_rss_mb|round) MB | \(.load_before) / \(.load_after) |"' \
     "$WORK/result-$n.json"
 done

@@ -10,7 +10,7 @@ pub mod recorder;
 
 use anyhow::{Context, Result};
 use mailpilot_shared::adapters::local::blobs::FileBlobs;
-use mailpilot_shared::adapters::local::store::RedbStore;
+use mailpilot_shared::adapters::local::store::{DEFAULT_RELAXED_SYNC, Options, RedbStore};
 use mailpilot_shared::http::track::{self, TrackState};
 use mailpilot_shared::http::{self, AppState, Config, JobDriver, Sending};
 use mailpilot_shared::model::links::LinkKeys;
@@ -133,7 +133,16 @@ pub fn open_data_dir(dir: &Path) -> Result<(Arc<RedbStore>, SecretsDoc)> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the data dir {}", dir.display()))?;
     let secrets = load_or_create_secrets(&dir.join("secrets.json"))?;
-    let store = RedbStore::open(&dir.join("mailpilot.redb")).map_err(|e| {
+    // How late bulk commits (an import's chunks) may reach the disk; 0: fsync each.
+    let relaxed_sync = std::env::var("MAILPILOT_STORE_RELAXED_SYNC_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(DEFAULT_RELAXED_SYNC, std::time::Duration::from_millis);
+    let options = Options {
+        relaxed_sync,
+        ..Options::default()
+    };
+    let store = RedbStore::open_with(&dir.join("mailpilot.redb"), options).map_err(|e| {
         anyhow::anyhow!(
             "opening the store in {} failed ({e}); is another mailpilot server using this data dir?",
             dir.display()

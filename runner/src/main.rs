@@ -30,8 +30,34 @@ enum WorkspaceAction {
     Create { name: String },
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+/// glibc gives threads that allocate at once their own malloc arenas (up to 8 per core),
+/// and each keeps the memory freed into it. The store's writes run on tokio's blocking
+/// threads, so a long import spread its short-lived items over many arenas: the runner's
+/// RSS stepped from ~140 to ~180 MB during a 1M-row import. Two arenas keep it flat
+/// (≈130 MB at 1M rows; BENCHMARKS.md, "CSV import"). `MALLOC_ARENA_MAX` still wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists; mallopt
+        // only sets one of glibc's malloc tunables.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
+async fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -104,6 +104,7 @@ macro_rules! conformance_tests {
             transaction_writes_every_action,
             transaction_with_a_false_condition_writes_nothing,
             transaction_over_100_actions_is_rejected,
+            relaxed_sequence_writes_the_batch_then_groups_up_to_the_failing_one,
             transaction_touching_one_key_twice_is_rejected,
             transaction_over_4_mb_is_rejected,
             items_over_400_kb_are_rejected_by_every_write,
@@ -1072,6 +1073,68 @@ pub async fn transaction_with_a_false_condition_writes_nothing(store: Arc<dyn St
         Some(item(&pk, "upd", [("v", s("upd"))]))
     );
     assert!(store.get(&key(&pk, "del")).await.expect("get").is_some());
+}
+
+/// `transact_seq_relaxed`: the batch first, then each group all or nothing, in order,
+/// stopping at the first that fails (the batch and earlier groups stay written); a
+/// batch that breaks a limit writes nothing and tries no group.
+pub async fn relaxed_sequence_writes_the_batch_then_groups_up_to_the_failing_one(
+    store: Arc<dyn Store>,
+) {
+    let pk = new_pk("relaxed");
+    let first: Vec<BatchOp> = (0..30)
+        .map(|i| BatchOp::Put(item(&pk, &format!("report{i:02}"), [])))
+        .collect();
+    let group = |sk: &str, cond: Option<Cond>| {
+        vec![
+            TxAction::Put {
+                item: item(&pk, sk, []),
+                cond,
+            },
+            TxAction::Update {
+                key: key(&pk, "checkpoint"),
+                update: Update::new().add("n", 1),
+                cond: None,
+            },
+        ]
+    };
+    let (done, err) = store
+        .transact_seq_relaxed(
+            first,
+            vec![
+                group("a", Some(Cond::ItemNotExists)),
+                group("b", Some(Cond::ItemNotExists)),
+                group("report05", Some(Cond::ItemNotExists)),
+                group("c", None),
+            ],
+        )
+        .await;
+    assert_eq!(done, 2);
+    assert!(
+        matches!(&err, Some(StoreError::TransactionCanceled { failed }) if failed == &[true, false]),
+        "{err:?}"
+    );
+    let page = store.query(Query::partition(&pk)).await.expect("query");
+    assert_eq!(
+        page.items.len(),
+        30 + 3,
+        "30 batch items, a, b and the checkpoint"
+    );
+    let checkpoint = store.get(&key(&pk, "checkpoint")).await.expect("get");
+    assert_eq!(checkpoint.and_then(|c| c.get("n").cloned()), Some(n(2)));
+    assert_eq!(store.get(&key(&pk, "c")).await.expect("get"), None);
+
+    let dup = vec![
+        BatchOp::Put(item(&pk, "x", [])),
+        BatchOp::Put(item(&pk, "x", [])),
+    ];
+    let (done, err) = store
+        .transact_seq_relaxed(dup, vec![group("d", None)])
+        .await;
+    assert_eq!(done, 0);
+    assert!(matches!(err, Some(StoreError::Limit(_))), "{err:?}");
+    assert_eq!(store.get(&key(&pk, "x")).await.expect("get"), None);
+    assert_eq!(store.get(&key(&pk, "d")).await.expect("get"), None);
 }
 
 pub async fn transaction_over_100_actions_is_rejected(store: Arc<dyn Store>) {

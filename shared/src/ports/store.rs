@@ -458,6 +458,30 @@ pub trait Store: Send + Sync + 'static {
         (done, None)
     }
 
+    /// Bulk work whose every transaction carries its own resume point (a checkpoint
+    /// written in the same transaction as the effects it covers, such as an import's):
+    /// `first`, idempotent puts and deletes ([`Store::batch_write_all`]; an error there
+    /// returns `(0, Some(error))` and tries no group), then `groups` as
+    /// [`Store::transact_seq`] runs them. DynamoDB: exactly those calls. The embedded
+    /// engine writes it all in one write transaction and may return before it is on
+    /// disk: it fsyncs only when its last fsync is older than `Options::relaxed_sync`
+    /// (1 s by default). A crash (even of the process) may then lose the last such
+    /// commits, but only whole and in order: the store comes back as it was after an
+    /// earlier commit, checkpoint included, so the work resumes exactly from there. Any
+    /// other write, and any later fsynced commit, makes them durable.
+    async fn transact_seq_relaxed(
+        &self,
+        first: Vec<BatchOp>,
+        groups: Vec<Vec<TxAction>>,
+    ) -> (usize, Option<StoreError>) {
+        if !first.is_empty()
+            && let Err(e) = self.batch_write_all(first).await
+        {
+            return (0, Some(e));
+        }
+        self.transact_seq(groups).await
+    }
+
     /// The writes this store has performed since it was opened.
     fn writes(&self) -> u64;
 }

@@ -1882,12 +1882,7 @@ impl Runner<'_> {
                 to_item(&keys::import_errors(self.ws, self.id), &sk, r).map_err(retry)?,
             ));
         }
-        for batch in ops.chunks(limits::MAX_BATCH_WRITE) {
-            store
-                .batch_write(batch.to_vec())
-                .await
-                .map_err(|e| retry(e.into()))?;
-        }
+        // (They are written first, with the chunk's transactions: see step 7.)
 
         // 6. Group consecutive rows into transactions, each ending with the checkpoint.
         let budget = self.env.settings.tx_actions.max(4);
@@ -1979,7 +1974,10 @@ impl Runner<'_> {
         };
         groups.truncate(allowed);
         let offsets = group_offsets(&groups);
-        let (done, err) = store.transact_seq(groups).await;
+        // 7. The report entries, then the transactions. Each transaction carries its
+        // checkpoint, so the embedded engine need not fsync every chunk: a crash loses
+        // whole chunks, checkpoints included, and the run redoes them.
+        let (done, err) = store.transact_seq_relaxed(ops, groups).await;
         self.transactions += done;
         if done > 0 {
             *checkpoint = offsets[done - 1];
@@ -2083,7 +2081,7 @@ impl Runner<'_> {
             value: String::new(),
             reason: format!("could not be encoded: {e}"),
         };
-        let item = to_item(&contacts::contacts_pk(ws), &c.id, &c).map_err(internal)?;
+        let item = contacts::record_item(ws, &c).map_err(internal)?;
         let mut actions = vec![];
         let created = current.is_none();
         if created {

@@ -32,7 +32,7 @@ const T_BS: u8 = 9;
 
 /// Encodes an item (attributes sorted by name, so equal items give equal bytes).
 pub fn encode_item(item: &Item) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    let mut out = Vec::with_capacity(256);
     out.push(FORMAT_VERSION);
     encode_map(&mut out, item);
     out
@@ -53,14 +53,12 @@ pub(crate) fn decode_item(bytes: &[u8]) -> StoreResult<Item> {
 }
 
 fn encode_map(out: &mut Vec<u8>, map: &HashMap<String, Value>) {
-    let mut names: Vec<&String> = map.keys().collect();
-    names.sort();
-    put_len(out, names.len());
-    for name in names {
+    let mut attrs: Vec<(&String, &Value)> = map.iter().collect();
+    attrs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    put_len(out, attrs.len());
+    for (name, v) in attrs {
         put_bytes(out, name.as_bytes());
-        if let Some(v) = map.get(name) {
-            encode_value(out, v);
-        }
+        encode_value(out, v);
     }
 }
 

@@ -2,7 +2,7 @@
 //! conditions and update actions.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::ports::store::{
     Cmp, Cond, Index, Item, Key, LimitError, PK, SK, StoreError, StoreResult, TTL, Update,
@@ -186,50 +186,60 @@ fn number(s: &str) -> StoreResult<Decimal> {
 }
 
 /// Validates a value and puts its numbers in canonical form.
-pub(crate) fn normalize_value(v: Value) -> StoreResult<Value> {
-    Ok(match v {
-        Value::N(n) => Value::N(number(&n)?.canonical()),
+pub(crate) fn normalize_value(mut v: Value) -> StoreResult<Value> {
+    normalize_in_place(&mut v)?;
+    Ok(v)
+}
+
+/// [`normalize_value`] without moving the value: strings and maps are not rebuilt (a
+/// profile of the CSV import found item validation rebuilding every map, rehashing every
+/// attribute name, at about 7% of the runner's CPU).
+fn normalize_in_place(v: &mut Value) -> StoreResult<()> {
+    match v {
+        Value::N(n) => {
+            let c = number(n)?.canonical();
+            if c != *n {
+                *n = c;
+            }
+        }
         Value::Ns(ns) => {
             if ns.is_empty() {
                 return Err(invalid("a number set may not be empty"));
             }
-            let mut seen = HashSet::new();
-            let mut out = Vec::with_capacity(ns.len());
-            for n in ns {
-                let c = number(&n)?.canonical();
+            let mut seen = HashSet::with_capacity(ns.len());
+            for n in ns.iter_mut() {
+                let c = number(n)?.canonical();
                 if !seen.insert(c.clone()) {
                     return Err(invalid("a number set holds a duplicate"));
                 }
-                out.push(c);
+                *n = c;
             }
-            Value::Ns(out)
         }
         Value::Ss(ss) => {
             let unique: HashSet<&String> = ss.iter().collect();
             if ss.is_empty() || unique.len() != ss.len() {
                 return Err(invalid("a string set may not be empty or hold duplicates"));
             }
-            Value::Ss(ss)
         }
         Value::Bs(bs) => {
             let unique: HashSet<&Vec<u8>> = bs.iter().collect();
             if bs.is_empty() || unique.len() != bs.len() {
                 return Err(invalid("a binary set may not be empty or hold duplicates"));
             }
-            Value::Bs(bs)
         }
-        Value::M(m) => Value::M(
-            m.into_iter()
-                .map(|(k, v)| Ok((k, normalize_value(v)?)))
-                .collect::<StoreResult<HashMap<_, _>>>()?,
-        ),
-        Value::L(l) => Value::L(
-            l.into_iter()
-                .map(normalize_value)
-                .collect::<StoreResult<Vec<_>>>()?,
-        ),
-        other => other,
-    })
+        Value::M(m) => {
+            for v in m.values_mut() {
+                normalize_in_place(v)?;
+            }
+        }
+        Value::L(l) => {
+            for v in l.iter_mut() {
+                normalize_in_place(v)?;
+            }
+        }
+        Value::S(_) | Value::B(_) | Value::Bool(_) | Value::Null(_) => {}
+    }
+    Ok(())
 }
 
 /// Validates a key as DynamoDB does (non-empty strings within the key-size limits).
@@ -248,7 +258,7 @@ pub(crate) fn validate_key(key: &Key) -> StoreResult<()> {
 /// Validates a whole item as DynamoDB would on a write: string `pk`/`sk`, index key
 /// attributes (when present) non-empty strings, valid numbers and sets. Returns its key
 /// and the item with canonical numbers.
-pub(crate) fn validate_item(item: Item) -> StoreResult<(Key, Item)> {
+pub(crate) fn validate_item(mut item: Item) -> StoreResult<(Key, Item)> {
     let key = Key::of(&item).ok_or_else(|| invalid("an item needs string pk and sk attributes"))?;
     validate_key(&key)?;
     for index in Index::ALL {
@@ -268,14 +278,13 @@ pub(crate) fn validate_item(item: Item) -> StoreResult<(Key, Item)> {
             }
         }
     }
-    let mut out = Item::with_capacity(item.len());
-    for (name, v) in item {
+    for (name, v) in item.iter_mut() {
         if name.is_empty() {
             return Err(invalid("attribute names may not be empty"));
         }
-        out.insert(name, normalize_value(v)?);
+        normalize_in_place(v)?;
     }
-    Ok((key, out))
+    Ok((key, item))
 }
 
 /// True when the item's `ttl` (epoch seconds) lies in the past.

@@ -44,7 +44,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -81,7 +81,7 @@ pub enum Durability {
 }
 
 /// Options of [`RedbStore::open_with`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Test mode: an index query does not see writes younger than this (DynamoDB's GSIs
     /// are eventually consistent; this makes code that wrongly relies on them fail
@@ -89,7 +89,25 @@ pub struct Options {
     pub gsi_lag: Option<Duration>,
     /// Whether commits are fsynced.
     pub durability: Durability,
+    /// How late a [`Store::transact_seq_relaxed`] commit may reach the disk: such a
+    /// commit is fsynced only when the last fsynced commit is older than this (every
+    /// other write is fsynced at once, and makes the relaxed ones before it durable
+    /// too). `Duration::ZERO`: fsync every commit. Default: 1 s.
+    pub relaxed_sync: Duration,
 }
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            gsi_lag: None,
+            durability: Durability::default(),
+            relaxed_sync: DEFAULT_RELAXED_SYNC,
+        }
+    }
+}
+
+/// [`Options::relaxed_sync`]'s default.
+pub const DEFAULT_RELAXED_SYNC: Duration = Duration::from_secs(1);
 
 /// redb's page cache for the store (see `open_with`).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -114,13 +132,17 @@ struct Inner {
     writes: WriteCounter,
     /// Write transactions committed (benchmarks: items per commit).
     commits: WriteCounter,
+    /// When the last fsynced commit ended (for `relaxed_sync`).
+    last_sync: std::sync::Mutex<Instant>,
+    /// A relaxed commit has not been fsynced yet.
+    unsynced: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.options.durability == Durability::NoSync
-            && let Ok(txn) = self.db.begin_write()
-        {
+        let unsynced = self.options.durability == Durability::NoSync
+            || self.unsynced.load(std::sync::atomic::Ordering::Relaxed);
+        if unsynced && let Ok(txn) = self.db.begin_write() {
             // An empty durable commit makes every earlier non-durable commit durable.
             let _ = txn.commit();
         }
@@ -556,10 +578,34 @@ impl Inner {
     /// Runs `f` in one write transaction and commits when it succeeds (an error aborts:
     /// nothing is written).
     fn write_txn<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        self.write_txn_with(false, f)
+    }
+
+    /// [`Inner::write_txn`]; `relaxed`: the commit is fsynced only if the last fsynced
+    /// one is older than `relaxed_sync` (see [`Store::transact_seq_relaxed`]).
+    fn write_txn_with<T>(
+        &self,
+        relaxed: bool,
+        f: impl FnOnce(&mut Writer<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let mut txn = self.db.begin_write().db()?;
-        txn.set_durability(match self.options.durability {
-            Durability::Immediate => redb::Durability::Immediate,
-            Durability::NoSync => redb::Durability::None,
+        // The single writer: `begin_write` waits for the previous write transaction, so
+        // `last_sync` is read and set by one writer at a time.
+        let sync = match self.options.durability {
+            Durability::NoSync => false,
+            Durability::Immediate => {
+                !relaxed
+                    || self
+                        .last_sync
+                        .lock()
+                        .map(|t| t.elapsed() >= self.options.relaxed_sync)
+                        .unwrap_or(true)
+            }
+        };
+        txn.set_durability(if sync {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
         })
         .db()?;
         let out = {
@@ -567,6 +613,11 @@ impl Inner {
             f(&mut w)?
         };
         txn.commit().db()?;
+        if sync && let Ok(mut t) = self.last_sync.lock() {
+            *t = Instant::now();
+        }
+        self.unsynced
+            .store(!sync, std::sync::atomic::Ordering::Relaxed);
         self.commits.add(1);
         Ok(out)
     }
@@ -605,6 +656,8 @@ impl RedbStore {
             options,
             writes: WriteCounter::default(),
             commits: WriteCounter::default(),
+            last_sync: std::sync::Mutex::new(Instant::now()),
+            unsynced: std::sync::atomic::AtomicBool::new(false),
         };
         // Creates the tables; without lag, settles index changes left by a lagged run.
         let settle = inner.options.gsi_lag.is_none();
@@ -655,6 +708,65 @@ impl RedbStore {
         f(&self.inner)
     }
 
+    /// `transact_seq` and `transact_seq_relaxed`: `first` then every group, in one
+    /// write transaction.
+    async fn seq(
+        &self,
+        first: Vec<BatchOp>,
+        groups: Vec<Vec<TxAction>>,
+        relaxed: bool,
+    ) -> (usize, Option<StoreError>) {
+        let first = match prepare_batch(first) {
+            Ok(f) => f,
+            Err(e) => return (0, Some(e)),
+        };
+        // Each group is checked against DynamoDB's limits on its own, as one call would be.
+        let mut prepared = Vec::with_capacity(groups.len());
+        let mut invalid = None;
+        for group in groups {
+            match prepare_transaction(group) {
+                Ok(p) => prepared.push(p),
+                Err(e) => {
+                    invalid = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = self
+            .blocking(move |inner| {
+                let mut writes = 0;
+                let (done, failed) = inner.write_txn_with(relaxed, |w| {
+                    write_batch(w, &first)?;
+                    writes += first.len() as u64;
+                    let mut done = 0;
+                    for (group, n) in prepared {
+                        // A failing group writes nothing (conditions are checked and new
+                        // items computed before any write), so the earlier ones commit.
+                        match apply_transaction(w, group) {
+                            Ok(()) => {
+                                done += 1;
+                                writes += n;
+                            }
+                            Err(
+                                e @ (StoreError::TransactionCanceled { .. } | StoreError::Limit(_)),
+                            ) => return Ok((done, Some(e))),
+                            // An I/O error may have come mid-write: abort everything.
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok((done, None))
+                })?;
+                inner.writes.add(writes);
+                Ok((done, failed))
+            })
+            .await;
+        match result {
+            Ok((done, Some(e))) => (done, Some(e)),
+            Ok((done, None)) => (done, invalid),
+            Err(e) => (0, Some(e)),
+        }
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
@@ -701,26 +813,28 @@ fn prepare_transaction(actions: Vec<TxAction>) -> StoreResult<(Vec<Prepared>, u6
 /// Applies one transaction inside a write transaction: every condition is checked and
 /// every new item computed before anything is written, so a failure writes nothing.
 fn apply_transaction(w: &mut Writer<'_>, prepared: Vec<Prepared>) -> StoreResult<()> {
+    // (old item, whether it is live); the old item is cloned only for an update.
     let mut olds = Vec::with_capacity(prepared.len());
     let mut failed = vec![false; prepared.len()];
     for (i, p) in prepared.iter().enumerate() {
         let old = w.load(p.key())?;
-        let current = live(old.clone(), w.now_secs);
+        let is_live = old.as_ref().is_some_and(|o| !expired(o, w.now_secs));
         if let Some(c) = p.cond()
-            && !eval(c, current.as_ref())
+            && !eval(c, old.as_ref().filter(|_| is_live))
         {
             failed[i] = true;
         }
-        olds.push((old, current));
+        olds.push((old, is_live));
     }
     if failed.iter().any(|f| *f) {
         return Err(StoreError::TransactionCanceled { failed });
     }
     let mut changes = Vec::with_capacity(prepared.len());
-    for (p, (old, current)) in prepared.into_iter().zip(olds) {
+    for (p, (old, is_live)) in prepared.into_iter().zip(olds) {
         match p {
             Prepared::Put(key, item, _) => changes.push((key, old, Some(item))),
             Prepared::Update(key, update, _) => {
+                let current = old.clone().filter(|_| is_live);
                 let (_, new) = validate_item(apply_update(&key, current, &update)?)?;
                 check_item_size(&new)?;
                 changes.push((key, old, Some(new)));
@@ -735,6 +849,42 @@ fn apply_transaction(w: &mut Writer<'_>, prepared: Vec<Prepared>) -> StoreResult
     }
     for (key, old, new) in &changes {
         w.write(key, old.as_ref(), new.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Validates the puts and deletes of a batch (no key twice): (key, new item or `None`).
+fn prepare_batch(ops: Vec<BatchOp>) -> StoreResult<Vec<(Key, Option<Item>)>> {
+    let mut prepared = Vec::with_capacity(ops.len());
+    for op in ops {
+        prepared.push(match op {
+            BatchOp::Put(item) => {
+                let (key, item) = validate_item(item)?;
+                check_item_size(&item)?;
+                (key, Some(item))
+            }
+            BatchOp::Delete(key) => {
+                validate_key(&key)?;
+                (key, None)
+            }
+        });
+    }
+    check_unique(prepared.iter().map(|(k, _)| k), |k| {
+        LimitError::DuplicateKeyInBatch {
+            pk: k.pk.clone(),
+            sk: k.sk.clone(),
+        }
+    })?;
+    Ok(prepared)
+}
+
+/// Writes a prepared batch (unconditional puts and deletes).
+fn write_batch(w: &mut Writer<'_>, prepared: &[(Key, Option<Item>)]) -> StoreResult<()> {
+    for (key, item) in prepared {
+        let old = w.load(key)?;
+        if item.is_some() || old.is_some() {
+            w.write(key, old.as_ref(), item.as_ref())?;
+        }
     }
     Ok(())
 }
@@ -938,40 +1088,13 @@ impl Store for RedbStore {
     }
 
     async fn batch_write_all(&self, ops: Vec<BatchOp>) -> StoreResult<()> {
-        let mut prepared = Vec::with_capacity(ops.len());
-        for op in ops {
-            prepared.push(match op {
-                BatchOp::Put(item) => {
-                    let (key, item) = validate_item(item)?;
-                    check_item_size(&item)?;
-                    (key, Some(item))
-                }
-                BatchOp::Delete(key) => {
-                    validate_key(&key)?;
-                    (key, None)
-                }
-            });
-        }
-        check_unique(prepared.iter().map(|(k, _)| k), |k| {
-            LimitError::DuplicateKeyInBatch {
-                pk: k.pk.clone(),
-                sk: k.sk.clone(),
-            }
-        })?;
+        let prepared = prepare_batch(ops)?;
         if prepared.is_empty() {
             return Ok(());
         }
         // What the calls of 25 would write, in one write transaction (one fsync).
         self.blocking(move |inner| {
-            inner.write_txn(|w| {
-                for (key, item) in &prepared {
-                    let old = w.load(key)?;
-                    if item.is_some() || old.is_some() {
-                        w.write(key, old.as_ref(), item.as_ref())?;
-                    }
-                }
-                Ok(())
-            })?;
+            inner.write_txn(|w| write_batch(w, &prepared))?;
             inner.writes.add(prepared.len() as u64);
             Ok(())
         })
@@ -992,49 +1115,15 @@ impl Store for RedbStore {
     }
 
     async fn transact_seq(&self, groups: Vec<Vec<TxAction>>) -> (usize, Option<StoreError>) {
-        // Each group is checked against DynamoDB's limits on its own, as one call would be.
-        let mut prepared = Vec::with_capacity(groups.len());
-        let mut invalid = None;
-        for group in groups {
-            match prepare_transaction(group) {
-                Ok(p) => prepared.push(p),
-                Err(e) => {
-                    invalid = Some(e);
-                    break;
-                }
-            }
-        }
-        let result = self
-            .blocking(move |inner| {
-                let mut writes = 0;
-                let (done, failed) = inner.write_txn(|w| {
-                    let mut done = 0;
-                    for (group, n) in prepared {
-                        // A failing group writes nothing (conditions are checked and new
-                        // items computed before any write), so the earlier ones commit.
-                        match apply_transaction(w, group) {
-                            Ok(()) => {
-                                done += 1;
-                                writes += n;
-                            }
-                            Err(
-                                e @ (StoreError::TransactionCanceled { .. } | StoreError::Limit(_)),
-                            ) => return Ok((done, Some(e))),
-                            // An I/O error may have come mid-write: abort everything.
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok((done, None))
-                })?;
-                inner.writes.add(writes);
-                Ok((done, failed))
-            })
-            .await;
-        match result {
-            Ok((done, Some(e))) => (done, Some(e)),
-            Ok((done, None)) => (done, invalid),
-            Err(e) => (0, Some(e)),
-        }
+        self.seq(Vec::new(), groups, false).await
+    }
+
+    async fn transact_seq_relaxed(
+        &self,
+        first: Vec<BatchOp>,
+        groups: Vec<Vec<TxAction>>,
+    ) -> (usize, Option<StoreError>) {
+        self.seq(first, groups, true).await
     }
 
     fn writes(&self) -> u64 {
