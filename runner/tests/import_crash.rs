@@ -3,67 +3,27 @@
 //! exactly those of the file (no row imported twice, none lost).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    stderr_lines: Vec<String>,
-}
+mod common;
+use common::Server;
 
 /// `relaxed_sync_ms`: how late the import's chunk commits may reach the disk.
 fn serve(data: &std::path::Path, relaxed_sync_ms: u64) -> Server {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailpilot"))
-        .env("MAILPILOT_ADDR", format!("127.0.0.1:{port}"))
-        .env("MAILPILOT_DATA", data)
-        .env("MAILPILOT_KEY_RATE", "0")
-        // Small chunks: many checkpoints, and an import slow enough to kill mid-way.
-        .env("MAILPILOT_IMPORT_CHUNK_ROWS", "10")
-        .env("MAILPILOT_IMPORT_TX_ACTIONS", "25")
-        .env(
-            "MAILPILOT_STORE_RELAXED_SYNC_MS",
-            relaxed_sync_ms.to_string(),
-        )
-        .env_remove("MAILPILOT_PUBLIC_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("mailpilot starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = vec![];
-    let mut reader = BufReader::new(stderr);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
-            panic!("server stopped before it was ready: {lines:?}");
-        }
-        let done = line.contains("press Ctrl-C");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in reader.lines() {});
-    Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        stderr_lines: lines,
-    }
+    common::serve(
+        data,
+        &[
+            // Small chunks: many checkpoints, and an import slow enough to kill mid-way.
+            ("MAILPILOT_IMPORT_CHUNK_ROWS", "10".into()),
+            ("MAILPILOT_IMPORT_TX_ACTIONS", "25".into()),
+            (
+                "MAILPILOT_STORE_RELAXED_SYNC_MS",
+                relaxed_sync_ms.to_string(),
+            ),
+        ],
+    )
 }
 
 /// The file and what importing it must give: (csv, rows, created, failed, duplicates).

@@ -1,60 +1,16 @@
 //! The `mailpilot` binary as a newcomer runs it: first start, the CLI, Ctrl-C, and a
 //! `SIGKILL` that must lose nothing acknowledged.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    stderr_lines: Vec<String>,
-}
+mod common;
+use common::Server;
 
 fn serve(data: &std::path::Path) -> Server {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailpilot"))
-        .env("MAILPILOT_ADDR", format!("127.0.0.1:{port}"))
-        .env("MAILPILOT_DATA", data)
-        .env("MAILPILOT_KEY_RATE", "0")
-        .env_remove("MAILPILOT_PUBLIC_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("mailpilot starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = vec![];
-    let mut reader = BufReader::new(stderr);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
-            panic!("server stopped before it was ready: {lines:?}");
-        }
-        let done = line.contains("press Ctrl-C");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in reader.lines() {});
-    Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        stderr_lines: lines,
-    }
+    common::serve(data, &[])
 }
 
 fn demo_key(lines: &[String]) -> String {
