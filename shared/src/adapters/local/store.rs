@@ -1048,43 +1048,7 @@ impl Store for RedbStore {
         if ops.len() > limits::MAX_BATCH_WRITE {
             return Err(LimitError::BatchWriteTooLarge { count: ops.len() }.into());
         }
-        let mut prepared = Vec::with_capacity(ops.len());
-        for op in ops {
-            prepared.push(match op {
-                BatchOp::Put(item) => {
-                    let (key, item) = validate_item(item)?;
-                    check_item_size(&item)?;
-                    (key, Some(item))
-                }
-                BatchOp::Delete(key) => {
-                    validate_key(&key)?;
-                    (key, None)
-                }
-            });
-        }
-        check_unique(prepared.iter().map(|(k, _)| k), |k| {
-            LimitError::DuplicateKeyInBatch {
-                pk: k.pk.clone(),
-                sk: k.sk.clone(),
-            }
-        })?;
-        if prepared.is_empty() {
-            return Ok(());
-        }
-        self.blocking(move |inner| {
-            inner.write_txn(|w| {
-                for (key, item) in &prepared {
-                    let old = w.load(key)?;
-                    if item.is_some() || old.is_some() {
-                        w.write(key, old.as_ref(), item.as_ref())?;
-                    }
-                }
-                Ok(())
-            })?;
-            inner.writes.add(prepared.len() as u64);
-            Ok(())
-        })
-        .await
+        self.batch_write_all(ops).await
     }
 
     async fn batch_write_all(&self, ops: Vec<BatchOp>) -> StoreResult<()> {
@@ -1092,7 +1056,8 @@ impl Store for RedbStore {
         if prepared.is_empty() {
             return Ok(());
         }
-        // What the calls of 25 would write, in one write transaction (one fsync).
+        // One write transaction (one fsync): for `batch_write_all`, what its calls of 25
+        // would write.
         self.blocking(move |inner| {
             inner.write_txn(|w| write_batch(w, &prepared))?;
             inner.writes.add(prepared.len() as u64);
