@@ -376,56 +376,6 @@ pub async fn create(store: &dyn Store, ws: &str, input: ContactInput) -> AppResu
     }
 }
 
-/// The stored item of a contact record: the same attributes `to_item` (serde) gives,
-/// built directly. The CSV import writes one per row, and serde's path (a map of
-/// attribute values per struct, then the key attributes added) was about 9% of the
-/// runner's CPU in its profile. The unit test `record_item_matches_serde` pins the two
-/// together.
-pub(crate) fn record_item(ws: &str, c: &ContactRecord) -> AppResult<Item> {
-    let s = |v: &str| Value::S(v.to_string());
-    let time = |t: &DateTime<Utc>| Value::S(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
-    let mut item = Item::with_capacity(18);
-    item.insert("pk".into(), Value::S(contacts_pk(ws)));
-    item.insert("sk".into(), s(&c.id));
-    item.insert("id".into(), s(&c.id));
-    item.insert("email".into(), s(&c.email));
-    for (name, v) in [
-        ("first_name", &c.first_name),
-        ("last_name", &c.last_name),
-        ("time_zone", &c.time_zone),
-        ("locale", &c.locale),
-        ("external_id", &c.external_id),
-        ("import_id", &c.import_id),
-    ] {
-        if let Some(v) = v {
-            item.insert(name.into(), s(v));
-        }
-    }
-    match &c.consent {
-        None => {}
-        Some(consent) if consent.ip.is_none() => {
-            item.insert(
-                "consent".into(),
-                Value::M(HashMap::from([
-                    ("source".to_string(), s(&consent.source)),
-                    ("at".to_string(), time(&consent.at)),
-                ])),
-            );
-        }
-        Some(consent) => {
-            item.insert("consent".into(), serde_dynamo::to_attribute_value(consent)?);
-        }
-    }
-    item.insert("attributes".into(), s(&c.attributes));
-    item.insert("created_at".into(), time(&c.created_at));
-    item.insert("updated_at".into(), time(&c.updated_at));
-    item.insert("version".into(), Value::N(c.version.to_string()));
-    if let Some(line) = c.import_line {
-        item.insert("import_line".into(), Value::N(line.to_string()));
-    }
-    Ok(item)
-}
-
 pub(crate) fn pointer_item(key: &Key, contact_id: &str) -> Item {
     HashMap::from([
         ("pk".to_string(), Value::S(key.pk.clone())),
@@ -716,54 +666,5 @@ pub fn exists_check(ws: &str, id: &str) -> TxAction {
     TxAction::Check {
         key: Key::new(contacts_pk(ws), id),
         cond: Cond::ItemExists,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(full: bool, nanos: u32) -> ContactRecord {
-        let at = DateTime::from_timestamp(1_765_000_000, nanos).unwrap();
-        let some = |v: &str| full.then(|| v.to_string());
-        ContactRecord {
-            id: "ct_0123456789abcdefghjkmnpqrs".into(),
-            email: "ann@example.com".into(),
-            first_name: some("Ann"),
-            last_name: some("Lee"),
-            time_zone: some("Europe/Paris"),
-            locale: some("fr-FR"),
-            external_id: some("crm-1"),
-            consent: full.then(|| Consent {
-                source: "import:imp_1".into(),
-                at,
-                ip: None,
-            }),
-            attributes: r#"{"plan":"pro","seats":3}"#.into(),
-            created_at: at,
-            updated_at: at + chrono::Duration::nanoseconds(1_500),
-            version: 7,
-            import_id: some("imp_1"),
-            import_line: full.then_some(42),
-        }
-    }
-
-    #[test]
-    fn record_item_matches_serde() {
-        for full in [false, true] {
-            for nanos in [0, 120_000_000, 123_456_000, 123_456_789] {
-                let c = record(full, nanos);
-                let serde = to_item(&contacts_pk("ws_1"), &c.id, &c).unwrap();
-                assert_eq!(
-                    record_item("ws_1", &c).unwrap(),
-                    serde,
-                    "full={full} nanos={nanos}"
-                );
-            }
-        }
-        let mut c = record(true, 5);
-        c.consent.as_mut().unwrap().ip = Some("192.0.2.1".parse().unwrap());
-        let serde = to_item(&contacts_pk("ws_1"), &c.id, &c).unwrap();
-        assert_eq!(record_item("ws_1", &c).unwrap(), serde);
     }
 }

@@ -2081,7 +2081,7 @@ impl Runner<'_> {
             value: String::new(),
             reason: format!("could not be encoded: {e}"),
         };
-        let item = contacts::record_item(ws, &c).map_err(internal)?;
+        let item = to_item(&contacts::contacts_pk(ws), &c.id, &c).map_err(internal)?;
         let mut actions = vec![];
         let created = current.is_none();
         if created {
